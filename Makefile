@@ -1,0 +1,58 @@
+# cloudpanel: `make run` serves the whole product, `make test` runs every test.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+ifeq ($(CI),true)
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+endif
+
+.PHONY: run test bench lab lab-stop lint fmt system-run system-test services setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=25.1"
+	$(BIN)/pip install -q -e . --group dev
+	touch $(STAMP)
+
+system-run:
+	scripts/install-system.sh run
+
+system-test:
+	scripts/install-system.sh test
+
+services:
+	scripts/start-services.sh
+
+setup: system-run $(STAMP) services
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py cloudpanel_setup
+
+run: setup
+	@echo "cloudpanel on http://$${CLOUDPANEL_HOST:-127.0.0.1}:$${CLOUDPANEL_PORT:-8000}/  (Ctrl-C stops everything)"
+	$(BIN)/honcho start -f Procfile
+
+test: system-test $(STAMP) services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: system-test $(STAMP) services
+	$(BIN)/python -m bench
+
+lab: system-run $(STAMP)
+	$(BIN)/python -m cloudpanel.lab start --hosts 2
+
+lab-stop:
+	$(BIN)/python -m cloudpanel.lab stop
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) var/staticfiles

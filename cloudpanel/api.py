@@ -1,0 +1,46 @@
+"""API glue shared by every app: error mapping and the 202-with-job answer."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from cloudpanel.jobs.services import JobConflict
+from cloudpanel.virt import HostUnreachable, NotFound, OperationInvalid, VirtError
+
+
+class Conflict(Exception):
+    """A request that cannot proceed in the object's current state (answered with 409)."""
+
+
+def exception_handler(exc, context):
+    """Our domain errors become clear 4xx/5xx answers instead of stack traces."""
+    if isinstance(exc, JobConflict):
+        from cloudpanel.jobs.api.serializers import JobSerializer
+
+        return Response(
+            {"detail": str(exc), "job": JobSerializer(exc.running).data},
+            status=status.HTTP_409_CONFLICT,
+        )
+    if isinstance(exc, Conflict | OperationInvalid):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, HostUnreachable):
+        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    if isinstance(exc, NotFound):
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, VirtError):
+        return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
+    return drf_exception_handler(exc, context)
+
+
+def job_accepted(job, extra: dict | None = None) -> Response:
+    """202 Accepted with the job's JSON and a Location to poll."""
+    from cloudpanel.jobs.api.serializers import JobSerializer
+
+    data = dict(JobSerializer(job).data)
+    if extra:
+        data.update(extra)
+    location = reverse("api:job-detail", args=[job.id])
+    return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": location})

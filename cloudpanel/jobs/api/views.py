@@ -1,0 +1,29 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+
+from cloudpanel.projects.access import can_act
+
+from .. import services
+from ..filters import JobFilter
+from ..selectors import jobs_visible_to
+from .serializers import JobSerializer
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+
+    def get_queryset(self):
+        return jobs_visible_to(self.request.user)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        job = self.get_object()
+        if not can_act(request.user, job.project) and job.requested_by_id != request.user.id:
+            raise PermissionDenied("You may not cancel this job.")
+        job = services.job_cancel(job=job)
+        return Response(JobSerializer(job).data)

@@ -1,0 +1,7 @@
+from cloudpanel.projects.access import scope_to_user
+
+from .models import Job
+
+
+def jobs_visible_to(user):
+    return scope_to_user(Job.objects.select_related("requested_by", "project"), user)

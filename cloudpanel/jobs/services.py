@@ -1,0 +1,304 @@
+"""Jobs: create (one active exclusive job per target), run, report, cancel, reap.
+
+A job handler is a function registered for a kind: `handler(job, ctx) -> dict | None`. The
+runner owns the job's status on every path (success, error, cancellation, time limit), so
+handlers only do the work and report progress through `ctx`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from celery.exceptions import SoftTimeLimitExceeded
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.utils import timezone
+
+from .models import Job
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10
+STALE_AFTER = timedelta(seconds=60)
+
+Handler = Callable[[Job, "JobContext"], dict | None]
+_handlers: dict[str, Handler] = {}
+_reap_hooks: dict[str, Callable[[Job], None]] = {}
+
+
+class JobConflict(Exception):
+    """Another job is already changing this target."""
+
+    def __init__(self, running: Job):
+        self.running = running
+        super().__init__(
+            f"{running.target_type} {running.target_name or running.target_id} is busy with "
+            f"job {running.id} ({running.kind}, {running.status})"
+        )
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobFailed(Exception):
+    """A handler's way to fail the job with a message meant for a person."""
+
+
+def job_handler(kind: str, on_reaped: Callable[[Job], None] | None = None):
+    """Register the function that runs jobs of `kind` (and, optionally, repairs after a reap)."""
+
+    def decorate(fn: Handler) -> Handler:
+        _handlers[kind] = fn
+        if on_reaped:
+            _reap_hooks[kind] = on_reaped
+        return fn
+
+    return decorate
+
+
+def job_to_event(job: Job) -> dict:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "step": job.step,
+        "error": job.error,
+        "target": {"type": job.target_type, "id": job.target_id, "name": job.target_name},
+        "project": job.project_id,
+    }
+
+
+def job_groups(job: Job) -> list[str]:
+    groups = [f"job.{job.id}", "jobs.all"]
+    if job.project_id:
+        groups.append(f"jobs.project.{job.project_id}")
+    return groups
+
+
+def broadcast(job: Job) -> None:
+    """Push the job's state to its Channels groups; a down layer never fails the job."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "job.update", "job": job_to_event(job)}
+    try:
+        for group in job_groups(job):
+            async_to_sync(layer.group_send)(group, message)
+    except Exception as exc:  # Redis down: the job goes on, pollers still see it
+        log.warning("could not broadcast job %s: %s", job.id, exc)
+
+
+def job_create(
+    *,
+    kind: str,
+    target_type: str,
+    target_id: int | None,
+    target_name: str = "",
+    project=None,
+    user=None,
+    params: dict | None = None,
+    exclusive: bool = True,
+    enqueue: bool = True,
+) -> Job:
+    """Create a pending job and enqueue it when the surrounding transaction commits.
+
+    Raises JobConflict when an exclusive job is already pending or running on the target;
+    the database constraint makes that check race-free.
+    """
+    if kind not in _handlers:
+        raise ValueError(f"no handler registered for job kind {kind!r}")
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                kind=kind,
+                target_type=target_type,
+                target_id=target_id,
+                target_name=target_name,
+                project=project,
+                requested_by=user if user is not None and user.is_authenticated else None,
+                params=params or {},
+                exclusive=exclusive,
+            )
+    except IntegrityError:
+        running = job_active_for(target_type=target_type, target_id=target_id)
+        if running is None:
+            raise
+        raise JobConflict(running) from None
+    if enqueue:
+        transaction.on_commit(lambda: job_enqueue(job))
+    return job
+
+
+def job_active_for(*, target_type: str, target_id: int | None) -> Job | None:
+    return (
+        Job.objects.filter(
+            target_type=target_type, target_id=target_id, exclusive=True, status__in=Job.ACTIVE
+        )
+        .order_by("created_at")
+        .first()
+    )
+
+
+def job_enqueue(job: Job) -> None:
+    from .tasks import run_job
+
+    result = run_job.apply_async(args=[job.id])
+    Job.objects.filter(id=job.id, celery_task_id="").update(celery_task_id=result.id or "")
+
+
+class JobContext:
+    """What a handler uses to report progress and notice cancellation."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def progress(self, percent: int, step: str | None = None) -> None:
+        self.check_cancelled()
+        self.job.progress = max(0, min(100, int(percent)))
+        fields = ["progress", "heartbeat_at"]
+        if step is not None:
+            self.job.step = step[:255]
+            self.job.log += f"{timezone.now():%H:%M:%S} {step}\n"
+            fields += ["step", "log"]
+        self.job.heartbeat_at = timezone.now()
+        self.job.save(update_fields=fields)
+        broadcast(self.job)
+
+    def log(self, line: str) -> None:
+        self.job.log += f"{timezone.now():%H:%M:%S} {line}\n"
+        self.job.save(update_fields=["log"])
+
+    def cancelled(self) -> bool:
+        return Job.objects.filter(id=self.job.id, cancel_requested=True).exists()
+
+    def check_cancelled(self) -> None:
+        if self.cancelled():
+            raise JobCancelled()
+
+
+class _Heartbeat:
+    """Marks the job alive every few seconds while its handler blocks in a long call."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"job-{job_id}-hb", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.wait(HEARTBEAT_SECONDS):
+                Job.objects.filter(id=self.job_id, status=Job.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+
+
+def _finish(job: Job, status: str, *, error: str = "", result: dict | None = None) -> None:
+    job.status = status
+    job.error = error[:4000]
+    job.finished_at = timezone.now()
+    if status == Job.Status.SUCCEEDED:
+        job.progress = 100
+    if result:
+        job.result = result
+    job.log += f"{job.finished_at:%H:%M:%S} {status}{': ' + error if error else ''}\n"
+    job.save(update_fields=["status", "error", "finished_at", "progress", "result", "log"])
+    broadcast(job)
+
+
+def job_execute(job_id: int, *, task_id: str = "") -> None:
+    """Run a pending job to its end. A redelivered message for a job already taken is ignored."""
+    close_old_connections()
+    claimed = Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(
+        status=Job.Status.RUNNING,
+        started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        celery_task_id=task_id or "",
+    )
+    if not claimed:
+        log.info("job %s is not pending any more; nothing to do", job_id)
+        return
+    job = Job.objects.select_related("project", "requested_by").get(id=job_id)
+    broadcast(job)
+    ctx = JobContext(job)
+    try:
+        if job.cancel_requested:
+            raise JobCancelled()
+        with _Heartbeat(job.id):
+            result = _handlers[job.kind](job, ctx)
+    except JobCancelled:
+        _finish(job, Job.Status.CANCELLED, error="Cancelled on request")
+    except SoftTimeLimitExceeded:
+        _finish(job, Job.Status.FAILED, error="Timed out: the job ran past its time limit")
+    except JobFailed as exc:
+        _finish(job, Job.Status.FAILED, error=str(exc))
+    except Exception as exc:
+        # A handler's own errors (VirtError, validation) carry readable messages.
+        log.exception("job %s (%s) failed", job.id, job.kind)
+        _finish(job, Job.Status.FAILED, error=str(exc) or exc.__class__.__name__)
+    else:
+        _finish(job, Job.Status.SUCCEEDED, result=result or {})
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a pending job at once; ask a running one to stop at its next step."""
+    if job.status == Job.Status.PENDING:
+        updated = Job.objects.filter(id=job.id, status=Job.Status.PENDING).update(
+            status=Job.Status.CANCELLED,
+            cancel_requested=True,
+            finished_at=timezone.now(),
+            error="Cancelled before it started",
+        )
+        if updated:
+            job.refresh_from_db()
+            broadcast(job)
+            return job
+    if job.status == Job.Status.RUNNING:
+        Job.objects.filter(id=job.id).update(cancel_requested=True)
+        job.refresh_from_db()
+    return job
+
+
+def job_reap_stale(*, now=None) -> list[int]:
+    """Fail running jobs whose worker stopped beating (killed, OOM, host rebooted)."""
+    now = now or timezone.now()
+    stale = Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER)
+    reaped = []
+    for job in stale:
+        updated = Job.objects.filter(id=job.id, status=Job.Status.RUNNING).update(
+            status=Job.Status.FAILED,
+            finished_at=now,
+            error=(
+                f"The worker running this job ({job.worker or 'unknown'}) stopped responding; "
+                "the job was abandoned. Check the target's state and retry."
+            ),
+        )
+        if not updated:
+            continue
+        job.refresh_from_db()
+        hook = _reap_hooks.get(job.kind)
+        if hook:
+            try:
+                hook(job)
+            except Exception:
+                log.exception("reap hook for job %s failed", job.id)
+        broadcast(job)
+        reaped.append(job.id)
+    return reaped

@@ -1,0 +1,14 @@
+from django.contrib import admin
+
+from .models import Membership, Project
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "created_at"]
+    inlines = [MembershipInline]

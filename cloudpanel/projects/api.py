@@ -1,0 +1,27 @@
+from rest_framework import serializers, viewsets
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from .access import is_admin, visible_project_ids
+from .models import Project
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class AdminWritesOnly(BasePermission):
+    def has_permission(self, request, view):
+        return request.method in SAFE_METHODS or is_admin(request.user)
+
+
+class ProjectViewSet(viewsets.ModelViewSet):
+    serializer_class = ProjectSerializer
+    permission_classes = [AdminWritesOnly]
+
+    def get_queryset(self):
+        ids = visible_project_ids(self.request.user)
+        qs = Project.objects.all()
+        return qs if ids is None else qs.filter(id__in=ids)

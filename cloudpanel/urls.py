@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import health, views
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", health.healthz, name="healthz"),
+    path("hosts/", include("hosts.urls")),
+    path("images/", include("images.urls")),
+    path("instances/", include("instances.urls")),
+    path("jobs/", include("cloudpanel.jobs.urls")),
+    path("portal/", views.portal, name="portal"),
+    path("api/v1/", include("cloudpanel.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("django-admin/", admin.site.urls),
+]

@@ -1,0 +1,90 @@
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from cloudpanel.projects.models import name_validator
+
+from .uris import transport_of, validate_uri
+
+
+class Host(models.Model):
+    """A libvirt hypervisor the panel manages."""
+
+    class Status(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"
+        ONLINE = "online", "Online"
+        OFFLINE = "offline", "Offline"
+        ERROR = "error", "Error"
+
+    name = models.CharField(max_length=63, unique=True, validators=[name_validator])
+    uri = models.CharField(max_length=500, unique=True, validators=[validate_uri])
+    transport = models.CharField(max_length=16, editable=False)
+    # Encrypted at rest (cloudpanel.crypto); never serialized, never rendered.
+    ssh_private_key_encrypted = models.TextField(blank=True, editable=False)
+    console_address = models.CharField(max_length=255, blank=True)
+    cpu_allocation_ratio = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal("4.0"),
+        validators=[MinValueValidator(Decimal("0.1"))],
+    )
+    ram_allocation_ratio = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal("1.0"),
+        validators=[MinValueValidator(Decimal("0.1"))],
+    )
+    disk_allocation_ratio = models.DecimalField(
+        max_digits=6, decimal_places=2, default=Decimal("1.0"),
+        validators=[MinValueValidator(Decimal("0.1"))],
+    )
+    enabled = models.BooleanField(default=True)
+    maintenance = models.BooleanField(default=False)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.UNKNOWN, db_index=True
+    )
+    last_error = models.TextField(blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    # Snapshots of what libvirt reported at the last sync (cloudpanel.virt dataclasses as dicts).
+    capabilities = models.JSONField(default=dict, blank=True)
+    storage_pools = models.JSONField(default=list, blank=True)
+    networks = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        self.transport = transport_of(self.uri)
+        super().save(*args, **kwargs)
+
+    @property
+    def has_ssh_key(self) -> bool:
+        return bool(self.ssh_private_key_encrypted)
+
+    @property
+    def is_schedulable(self) -> bool:
+        return self.enabled and not self.maintenance and self.status == self.Status.ONLINE
+
+    @property
+    def kvm(self) -> bool:
+        return bool(self.capabilities.get("kvm"))
+
+    @property
+    def domain_type(self) -> str:
+        """What guests are created as here: hardware-assisted where it really works."""
+        return "kvm" if self.kvm else "qemu"
+
+
+class HostEvent(models.Model):
+    """A recorded health transition (online -> offline, ...)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]

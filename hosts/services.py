@@ -1,0 +1,185 @@
+"""Host rules: register, update, sync from libvirt, health, delete."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from cloudpanel import crypto, virt
+from cloudpanel.api import Conflict
+
+from .models import Host, HostEvent
+from .uris import default_console_address
+
+log = logging.getLogger(__name__)
+
+# Turn libvirt's low-level failures into advice a person can act on.
+_HINTS = [
+    (
+        re.compile(r"Connection refused", re.I),
+        "Nothing is listening there: is libvirtd running with --listen (TCP) or its socket "
+        "enabled, and is the port right?",
+    ),
+    (
+        re.compile(r"No such file or directory", re.I),
+        "The libvirt socket does not exist: is libvirtd running on that machine?",
+    ),
+    (
+        re.compile(r"Permission denied \(publickey", re.I),
+        "SSH refused the key: add the panel's public key to the user's authorized_keys.",
+    ),
+    (
+        re.compile(r"Host key verification failed", re.I),
+        "SSH does not know this host's key yet: add it to known_hosts of the panel's user.",
+    ),
+    (
+        re.compile(r"Name or service not known|Could not resolve", re.I),
+        "The host name does not resolve: check the URI's host part.",
+    ),
+    (
+        re.compile(r"Timed out", re.I),
+        "The host did not answer in time: check that it is up and that no firewall drops "
+        "the connection.",
+    ),
+    (
+        re.compile(r"authentication (failed|unavailable)|access denied", re.I),
+        "libvirt refused the login: check the credentials or the daemon's auth settings.",
+    ),
+]
+
+
+def explain(error: Exception) -> str:
+    message = str(error)
+    for pattern, hint in _HINTS:
+        if pattern.search(message):
+            return f"{message}. {hint}"
+    return message
+
+
+def connection_uri(host: Host) -> str:
+    """The URI the virt layer opens: the stored one plus a key file for SSH hosts."""
+    if host.transport != "ssh" or not host.has_ssh_key:
+        return host.uri
+    from .keys import key_file_for
+
+    separator = "&" if "?" in host.uri else "?"
+    return f"{host.uri}{separator}keyfile={key_file_for(host)}&no_tty=1"
+
+
+def _set_status(host: Host, status: str, message: str = "") -> None:
+    if host.status != status:
+        HostEvent.objects.create(
+            host=host, from_status=host.status, to_status=status, message=message[:2000]
+        )
+    host.status = status
+    host.last_error = message
+
+
+@transaction.atomic
+def host_create(
+    *,
+    name: str,
+    uri: str,
+    ssh_private_key: str = "",
+    console_address: str = "",
+    cpu_allocation_ratio: Decimal | float | None = None,
+    ram_allocation_ratio: Decimal | float | None = None,
+    disk_allocation_ratio: Decimal | float | None = None,
+    enabled: bool = True,
+    maintenance: bool = False,
+    sync: bool = True,
+) -> Host:
+    host = Host(
+        name=name,
+        uri=uri,
+        console_address=console_address or default_console_address(uri),
+        enabled=enabled,
+        maintenance=maintenance,
+        ssh_private_key_encrypted=crypto.encrypt(ssh_private_key),
+    )
+    for field, value in (
+        ("cpu_allocation_ratio", cpu_allocation_ratio),
+        ("ram_allocation_ratio", ram_allocation_ratio),
+        ("disk_allocation_ratio", disk_allocation_ratio),
+    ):
+        if value is not None:
+            setattr(host, field, Decimal(str(value)))
+    host.full_clean()
+    host.save()
+    if sync:
+        host_sync(host=host)
+    return host
+
+
+def host_update(*, host: Host, ssh_private_key: str | None = None, **fields) -> Host:
+    uri_changed = "uri" in fields and fields["uri"] != host.uri
+    for field, value in fields.items():
+        setattr(host, field, value)
+    if ssh_private_key is not None:
+        host.ssh_private_key_encrypted = crypto.encrypt(ssh_private_key)
+    host.full_clean()
+    host.save()
+    if uri_changed:
+        virt.get_pool().close()
+        host_sync(host=host)
+    return host
+
+
+def host_sync(*, host: Host) -> Host:
+    """Read capabilities, pools and networks from libvirt; mark the host online or failed.
+
+    Bounded by the connect timeout: an unreachable host ends in 'error' (never reached) or
+    'offline' (seen before) with advice, never in a hang.
+    """
+    uri = connection_uri(host)
+    try:
+        info = virt.host_info(uri)
+        pools = virt.storage_pools(uri)
+        nets = virt.networks(uri)
+    except virt.VirtError as exc:
+        _record_failure(host, exc)
+        return host
+    host.capabilities = info.as_dict()
+    host.storage_pools = [asdict(p) for p in pools]
+    host.networks = [asdict(n) for n in nets]
+    host.synced_at = host.last_seen_at = timezone.now()
+    _set_status(host, Host.Status.ONLINE)
+    host.save()
+    return host
+
+
+def _record_failure(host: Host, exc: Exception) -> None:
+    status = Host.Status.OFFLINE if host.last_seen_at else Host.Status.ERROR
+    if not isinstance(exc, virt.HostUnreachable):
+        status = Host.Status.ERROR
+    _set_status(host, status, explain(exc))
+    host.save(update_fields=["status", "last_error"])
+
+
+def host_check_health(*, host: Host) -> Host:
+    """Ping the host; a host that comes (back) online is synced in full."""
+    try:
+        virt.ping(connection_uri(host))
+    except virt.VirtError as exc:
+        _record_failure(host, exc)
+        return host
+    if host.status != Host.Status.ONLINE or not host.synced_at:
+        return host_sync(host=host)
+    host.last_seen_at = timezone.now()
+    host.save(update_fields=["last_seen_at"])
+    return host
+
+
+def host_delete(*, host: Host) -> None:
+    count = host.instances.count()
+    if count:
+        raise Conflict(
+            f"Host {host.name} still has {count} instance(s); move or delete them first."
+        )
+    host.delete()
+    virt.get_pool().close(connection_uri(host))

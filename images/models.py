@@ -1,0 +1,83 @@
+from django.db import models
+
+from cloudpanel.projects.models import name_validator
+
+
+class Image(models.Model):
+    """A disk or installer image kept in the panel's image store and replicated to hosts."""
+
+    class Format(models.TextChoices):
+        QCOW2 = "qcow2", "qcow2"
+        RAW = "raw", "raw"
+        ISO = "iso", "ISO"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        IMPORTING = "importing", "Importing"
+        ACTIVE = "active", "Active"
+        ERROR = "error", "Error"
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public"
+        PROJECT = "project", "Project"
+
+    name = models.CharField(max_length=63, validators=[name_validator])
+    disk_format = models.CharField(max_length=8, choices=Format.choices)
+    os_type = models.CharField(max_length=32, default="linux", blank=True)
+    min_disk_gib = models.PositiveIntegerField(default=0)
+    min_ram_mib = models.PositiveIntegerField(default=0)
+    file_size = models.BigIntegerField(null=True, blank=True)
+    virtual_size = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    visibility = models.CharField(
+        max_length=8, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.PROTECT, related_name="images"
+    )
+    owner = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    error = models.TextField(blank=True)
+    source_url = models.URLField(max_length=1000, blank=True)
+    # Path of the file relative to settings.IMAGE_STORE.
+    file = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImageReplica(models.Model):
+    """A copy of an image as a storage volume in a host's pool."""
+
+    class Status(models.TextChoices):
+        COPYING = "copying", "Copying"
+        ACTIVE = "active", "Active"
+        ERROR = "error", "Error"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="replicas")
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="replicas")
+    pool = models.CharField(max_length=128)
+    volume = models.CharField(max_length=255)
+    path = models.CharField(max_length=1000, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COPYING)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "host", "pool"], name="one_replica_per_pool")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image} on {self.host}/{self.pool}"

@@ -1,0 +1,82 @@
+import uuid
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from cloudpanel.projects.models import name_validator
+
+
+class Flavor(models.Model):
+    """A size an instance is created with."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[name_validator])
+    vcpus = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(256)])
+    ram_mib = models.PositiveIntegerField(
+        validators=[MinValueValidator(16), MaxValueValidator(4 * 1024 * 1024)]
+    )
+    disk_gib = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(64 * 1024)]
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["vcpus", "ram_mib", "disk_gib", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Instance(models.Model):
+    """A virtual machine: one libvirt domain on one host."""
+
+    class State(models.TextChoices):
+        BUILDING = "building", "Building"
+        RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
+        SHUTOFF = "shutoff", "Shut off"
+        CRASHED = "crashed", "Crashed"
+        PMSUSPENDED = "pmsuspended", "Suspended (guest)"
+        NOSTATE = "nostate", "No state"
+        ERROR = "error", "Error"
+        MISSING = "missing", "Missing"
+        DELETING = "deleting", "Deleting"
+
+    name = models.CharField(max_length=63, validators=[name_validator])
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(
+        "projects.Project", on_delete=models.PROTECT, related_name="instances"
+    )
+    owner = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="instances"
+    )
+    flavor = models.ForeignKey(Flavor, on_delete=models.PROTECT, related_name="instances")
+    image = models.ForeignKey(
+        "images.Image", null=True, blank=True, on_delete=models.PROTECT, related_name="instances"
+    )
+    host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.PROTECT, related_name="instances"
+    )
+    domain_name = models.CharField(max_length=128, blank=True)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.BUILDING, db_index=True
+    )
+    state_reason = models.TextField(blank=True)
+    current_job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    mac_address = models.CharField(max_length=17, blank=True)
+    ip_addresses = models.JSONField(default=list, blank=True)
+    # Volumes created for this instance, recorded before creation so none is ever untracked.
+    volumes = models.JSONField(default=list, blank=True)
+    adopted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="unique_instance_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
