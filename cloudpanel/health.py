@@ -21,7 +21,9 @@ def _database() -> dict:
 
 def _redis() -> dict:
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+        )
         client.ping()
         return {"ok": True}
     except Exception as exc:

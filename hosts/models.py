@@ -88,3 +88,6 @@ class HostEvent(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.host}: {self.from_status} -> {self.to_status}"

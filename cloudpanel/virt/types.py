@@ -1,4 +1,4 @@
-"""Plain dataclasses the virt layer returns: nothing outside cloudpanel.virt sees libvirt objects."""
+"""Plain dataclasses returned by the virt layer: no libvirt object leaves cloudpanel.virt."""
 
 from __future__ import annotations
 
