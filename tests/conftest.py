@@ -100,3 +100,63 @@ def lab_hosts(db, lab):
         host_create(name="lab0", uri=lab.hosts[0].uri_tcp),
         host_create(name="lab1", uri=lab.hosts[1].uri_unix),
     ]
+
+
+def _database_url_for_subprocess() -> str:
+    """The URL of the database the tests run on, for a worker process to share it."""
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else "")
+    return f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+
+
+@pytest.fixture
+def live_worker(transactional_db, settings):
+    """A real Celery worker process on the test database and the real Redis broker."""
+    import subprocess
+    import sys
+    import time
+
+    from cloudpanel.celery import app
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url_for_subprocess(),
+        "REDIS_URL": settings.REDIS_URL,
+        "IMAGE_STORE": str(settings.IMAGE_STORE),
+    }
+    name = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "prefork",
+         "--concurrency", "1", "--loglevel", "WARNING", "-n", name, "--without-mingle",
+         "--without-gossip"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(name in reply for reply in (app.control.ping(timeout=0.5) or [])):
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"celery worker exited: {proc.stderr.read().decode()[-2000:]}")
+    else:
+        proc.kill()
+        pytest.fail("celery worker did not answer within 30 s")
+    proc.worker_name = name
+    try:
+        yield proc
+    finally:
+        import signal
+
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
