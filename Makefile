@@ -34,6 +34,8 @@ run: setup
 	@echo "cloudpanel on http://$${CLOUDPANEL_HOST:-127.0.0.1}:$${CLOUDPANEL_PORT:-8000}/  (Ctrl-C stops everything)"
 	$(BIN)/honcho start -f Procfile
 
+# Tests use their own Redis database, so a running `make run` worker never takes their jobs.
+test: export REDIS_URL ?= redis://127.0.0.1:6379/15
 test: system-test $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
