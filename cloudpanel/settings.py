@@ -1,5 +1,6 @@
 """Settings from the environment, with embedded defaults for a laptop (see README)."""
 
+import os
 import secrets
 from pathlib import Path
 
@@ -96,8 +97,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = (
         "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;"
     )
-    # A file, not memory, so a real Celery worker started by a test can share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file, not memory, so a real Celery worker started by a test can share it; one per
+    # test run, so that parallel runs never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,36 @@
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, render
+
+from cloudpanel.projects.access import can_act
+
+from .filters import JobFilter
+from .models import Job
+from .selectors import jobs_visible_to
+
+PAGE = 200
+
+
+@login_required
+def job_list(request):
+    visible = jobs_visible_to(request.user)
+    filterset = JobFilter(request.GET, queryset=visible)
+    jobs = list(filterset.qs[: PAGE + 1])
+    context = {
+        "filter": filterset,
+        "jobs": jobs[:PAGE],
+        "truncated": len(jobs) > PAGE,
+        "statuses": Job.Status.choices,
+        "kinds": sorted(set(visible.order_by().values_list("kind", flat=True).distinct())),
+        "selected_statuses": request.GET.getlist("status"),
+        "selected_kind": request.GET.get("kind", ""),
+        "filtered": bool(request.GET.get("status") or request.GET.get("kind")),
+    }
+    return render(request, "jobs/list.html", context)
+
+
+@login_required
+def job_detail(request, pk: int):
+    job = get_object_or_404(jobs_visible_to(request.user), pk=pk)
+    # Same rule as the cancel endpoint, so the button only shows where it would work.
+    may_cancel = can_act(request.user, job.project) or job.requested_by_id == request.user.id
+    return render(request, "jobs/detail.html", {"job": job, "may_cancel": may_cancel})

@@ -1,0 +1,47 @@
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+from cloudpanel.jobs.selectors import jobs_visible_to
+from cloudpanel.projects.access import is_admin
+from cloudpanel.projects.models import Membership
+from hosts.models import Host
+from hosts.selectors import cluster_totals, host_capacity, hosts_with_allocation
+
+RECENT_JOBS = 10
+
+
+@login_required
+def overview(request):
+    context = {
+        "recent_jobs": list(jobs_visible_to(request.user)[:RECENT_JOBS]),
+        "is_admin": is_admin(request.user),
+    }
+    if context["is_admin"]:
+        # Host data is for admins only; members see their projects' jobs.
+        hosts = list(hosts_with_allocation().order_by("name"))
+        counts = {status: 0 for status in Host.Status.values}
+        for host in hosts:
+            counts[host.status] = counts.get(host.status, 0) + 1
+        context.update(
+            host_rows=[(host, host_capacity(host)) for host in hosts],
+            host_counts=[(s, label, counts[s]) for s, label in Host.Status.choices],
+            hosts_total=len(hosts),
+            kvm_hosts=sum(1 for host in hosts if host.kvm),
+            tcg_hosts=sum(1 for host in hosts if host.capabilities and not host.kvm),
+            totals=cluster_totals(hosts),
+            instances_total=sum(getattr(h, "instance_count", 0) or 0 for h in hosts),
+        )
+    else:
+        context["memberships"] = _memberships(request.user)
+    return render(request, "overview.html", context)
+
+
+@login_required
+def portal(request):
+    return render(request, "portal.html", {"memberships": _memberships(request.user)})
+
+
+def _memberships(user):
+    return list(
+        Membership.objects.filter(user=user).select_related("project").order_by("project__name")
+    )

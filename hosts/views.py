@@ -1,0 +1,89 @@
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from cloudpanel.api import Conflict
+from cloudpanel.jobs.models import Job
+
+from . import services
+from .forms import HostForm
+from .models import Host
+from .selectors import host_capacity, hosts_with_allocation
+
+staff_only = staff_member_required(login_url="/login/")
+HEALTH_EVENTS = 20
+
+
+@staff_only
+def host_list(request):
+    hosts = list(hosts_with_allocation().order_by("name"))
+    rows = [(host, host_capacity(host)) for host in hosts]
+    return render(request, "hosts/list.html", {"rows": rows})
+
+
+@staff_only
+def host_detail(request, pk: int):
+    host = get_object_or_404(hosts_with_allocation(), pk=pk)
+    context = {
+        "host": host,
+        "capacity": host_capacity(host),
+        "caps": host.capabilities or {},
+        "events": list(host.events.all()[:HEALTH_EVENTS]),
+        "jobs": list(Job.objects.filter(target_type="host", target_id=host.pk)[:10]),
+    }
+    return render(request, "hosts/detail.html", context)
+
+
+@staff_only
+def host_new(request):
+    form = HostForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            host = services.host_create(**form.cleaned_data)
+        except ValidationError as exc:
+            _add_service_errors(form, exc)
+        else:
+            if host.status == Host.Status.ONLINE:
+                messages.success(request, f"Host {host.name} added and synced.")
+            else:
+                messages.warning(
+                    request,
+                    f"Host {host.name} was saved but could not be reached: {host.last_error}",
+                )
+            return redirect("hosts:detail", pk=host.pk)
+    return render(request, "hosts/form.html", {"form": form})
+
+
+def _add_service_errors(form: HostForm, exc: ValidationError) -> None:
+    """Put the service's field errors next to the form's fields (others on top)."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc.messages)
+        return
+    for field, errors in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, errors)
+
+
+@staff_only
+@require_POST
+def host_refresh(request, pk: int):
+    host = services.host_sync(host=get_object_or_404(Host, pk=pk))
+    if host.status == Host.Status.ONLINE:
+        messages.success(request, f"Host {host.name} synced from libvirt.")
+    else:
+        messages.error(request, f"Could not sync {host.name}: {host.last_error}")
+    return redirect("hosts:detail", pk=host.pk)
+
+
+@staff_only
+@require_POST
+def host_delete(request, pk: int):
+    host = get_object_or_404(Host, pk=pk)
+    try:
+        services.host_delete(host=host)
+    except Conflict as exc:
+        messages.error(request, str(exc))
+        return redirect("hosts:detail", pk=host.pk)
+    messages.success(request, f"Host {host.name} removed.")
+    return redirect("hosts:list")
