@@ -48,3 +48,20 @@ def test_login_page_and_redirect(client):
     assert client.get("/login/").status_code == 200
     response = client.get("/")
     assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update(DEBUG="false", CLOUDPANEL_VAR_DIR=str(tmp_path))
+    code = "import django; django.setup()"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+    env["SECRET_KEY"] = "x" * 50
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
