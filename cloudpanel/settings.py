@@ -145,6 +145,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "hosts-health": {"task": "hosts.tasks.check_all_hosts", "schedule": 30.0},
     "jobs-reap": {"task": "jobs.reap_stale_jobs", "schedule": 30.0},
+    "instances-reconcile": {"task": "instances.reconcile", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -1,0 +1,138 @@
+from rest_framework import serializers
+
+from cloudpanel.projects.access import visible_project_ids
+from cloudpanel.projects.models import Project
+from hosts.models import Host
+
+from ..models import Image, ImageReplica
+
+SHA256_FIELD = dict(
+    required=False,
+    allow_blank=True,
+    max_length=64,
+    help_text="Expected sha256 (hex); the upload or import fails when the file differs.",
+)
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    project_name = serializers.CharField(source="project.name", read_only=True)
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "name",
+            "disk_format",
+            "os_type",
+            "min_disk_gib",
+            "min_ram_mib",
+            "file_size",
+            "virtual_size",
+            "sha256",
+            "visibility",
+            "project",
+            "project_name",
+            "owner",
+            "status",
+            "error",
+            "source_url",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class _ProjectField(serializers.PrimaryKeyRelatedField):
+    """Only projects the user sees: another project's id is 'does not exist', not 403."""
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        ids = visible_project_ids(request.user if request else None)
+        qs = Project.objects.all()
+        return qs if ids is None else qs.filter(id__in=ids)
+
+
+class _ImageMetaSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    disk_format = serializers.ChoiceField(choices=Image.Format.choices)
+    os_type = serializers.CharField(max_length=32, required=False, allow_blank=True)
+    min_disk_gib = serializers.IntegerField(min_value=0, required=False)
+    min_ram_mib = serializers.IntegerField(min_value=0, required=False)
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
+    project = _ProjectField(required=False)
+    sha256 = serializers.CharField(**SHA256_FIELD)
+
+
+class ImageUploadSerializer(_ImageMetaSerializer):
+    """multipart/form-data: the image file itself."""
+
+    file = serializers.FileField(allow_empty_file=False, use_url=False)
+
+
+class ImageImportSerializer(_ImageMetaSerializer):
+    """application/json: the image is downloaded from `url` by a job."""
+
+    url = serializers.URLField(max_length=1000)
+
+
+class ImageCreateSerializer(_ImageMetaSerializer):
+    """Either a `file` (multipart) or a `url` (JSON), never both."""
+
+    file = serializers.FileField(required=False, allow_empty_file=False, use_url=False)
+    url = serializers.URLField(max_length=1000, required=False)
+
+    def validate(self, attrs):
+        if bool(attrs.get("file")) == bool(attrs.get("url")):
+            raise serializers.ValidationError(
+                {"file": "Send either a file (multipart) or a url (JSON), not both or neither."}
+            )
+        return attrs
+
+
+class ImageUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63, required=False)
+    os_type = serializers.CharField(max_length=32, required=False, allow_blank=True)
+    min_disk_gib = serializers.IntegerField(min_value=0, required=False)
+    min_ram_mib = serializers.IntegerField(min_value=0, required=False)
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
+    project = _ProjectField(required=False)
+
+
+class ImageMirrorSerializer(serializers.Serializer):
+    host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
+    pool = serializers.CharField(max_length=128, required=False, default="default")
+
+
+class ImageReplicaSerializer(serializers.ModelSerializer):
+    host_name = serializers.CharField(source="host.name", read_only=True)
+
+    class Meta:
+        model = ImageReplica
+        fields = [
+            "id",
+            "host",
+            "host_name",
+            "pool",
+            "volume",
+            "path",
+            "sha256",
+            "status",
+            "error",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ImageCreatedSerializer(serializers.Serializer):
+    """The 202 answer to a URL import: the job, plus the new image's id."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    progress = serializers.IntegerField()
+    step = serializers.CharField()
+    error = serializers.CharField()
+    target = serializers.DictField()
+    image = serializers.IntegerField()

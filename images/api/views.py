@@ -1,0 +1,138 @@
+from contextlib import contextmanager
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import UnreadablePostError
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from cloudpanel.api import job_accepted
+from cloudpanel.projects.access import is_admin
+
+from .. import services
+from ..filters import ImageFilter
+from ..selectors import image_replicas, images_visible_to
+from ..uploads import discard_incomplete_upload, install_image_upload_handler, upload_error
+from .serializers import (
+    ImageCreatedSerializer,
+    ImageCreateSerializer,
+    ImageImportSerializer,
+    ImageMirrorSerializer,
+    ImageReplicaSerializer,
+    ImageSerializer,
+    ImageUpdateSerializer,
+    ImageUploadSerializer,
+)
+
+
+@contextmanager
+def _as_drf_errors():
+    try:
+        yield
+    except DjangoValidationError as exc:
+        detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        raise ValidationError(detail) from exc
+
+
+class ImageViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Disk and installer images: public ones for everybody, project ones for its members."""
+
+    serializer_class = ImageSerializer
+    filterset_class = ImageFilter
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Before anything (authentication's CSRF check included) reads the body.
+        if request.method == "POST" and request.content_type == "multipart/form-data":
+            install_image_upload_handler(request)
+        return super().initialize_request(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return images_visible_to(self.request.user)
+
+    @extend_schema(
+        request={
+            "multipart/form-data": ImageUploadSerializer,
+            "application/json": ImageImportSerializer,
+        },
+        responses={
+            201: OpenApiResponse(ImageSerializer, description="Uploaded, verified, active."),
+            202: OpenApiResponse(ImageCreatedSerializer, description="URL import job started."),
+        },
+    )
+    def create(self, request, *args, **kwargs):
+        """Upload an image (multipart `file`) or import one from a URL (JSON `url`, a job)."""
+        try:
+            data = request.data
+        except UnreadablePostError as exc:  # the client went away mid-upload
+            discard_incomplete_upload(request._request)
+            raise ParseError(f"The upload was interrupted: {exc}") from exc
+        serializer = ImageCreateSerializer(data=data, context=self.get_serializer_context())
+        error = upload_error(request)
+        if error:
+            raise ValidationError({"file": [error]})
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        fileobj, url = data.pop("file", None), data.pop("url", None)
+        with _as_drf_errors():
+            if fileobj is not None:
+                image = services.image_upload(fileobj=fileobj, user=request.user, **data)
+                location = reverse("api:image-detail", args=[image.id])
+                return Response(
+                    ImageSerializer(image).data,
+                    status=status.HTTP_201_CREATED,
+                    headers={"Location": location},
+                )
+            image, job = services.image_import_from_url(url=url, user=request.user, **data)
+        return job_accepted(job, {"image": image.id})
+
+    @extend_schema(request=ImageUpdateSerializer, responses=ImageSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        image = self.get_object()
+        serializer = ImageUpdateSerializer(
+            data=request.data, partial=True, context=self.get_serializer_context()
+        )
+        serializer.is_valid(raise_exception=True)
+        with _as_drf_errors():
+            image = services.image_update(
+                image=image, user=request.user, **serializer.validated_data
+            )
+        return Response(ImageSerializer(image).data)
+
+    def perform_destroy(self, instance):
+        services.image_delete(image=instance, user=self.request.user)
+
+    @extend_schema(request=ImageMirrorSerializer, responses={202: ImageCreatedSerializer})
+    @action(detail=True, methods=["post"])
+    def mirror(self, request, pk=None):
+        """Copy the image into a host's storage pool (a job; a no-op when it is already there)."""
+        image = self.get_object()
+        serializer = ImageMirrorSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with _as_drf_errors():
+            job = services.image_mirror(
+                image=image,
+                host=serializer.validated_data["host"],
+                pool=serializer.validated_data["pool"],
+                user=request.user,
+            )
+        return job_accepted(job, {"image": image.id})
+
+    @extend_schema(request=None, responses=ImageReplicaSerializer(many=True))
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def replicas(self, request, pk=None):
+        """Where the image has been copied (administrators only)."""
+        image = self.get_object()
+        if not is_admin(request.user):
+            raise PermissionDenied("Only administrators can see where images are stored.")
+        return Response(ImageReplicaSerializer(image_replicas(image), many=True).data)

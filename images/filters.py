@@ -1,0 +1,16 @@
+"""One FilterSet for the image list, shared by the API and the page."""
+
+import django_filters
+
+from .models import Image
+
+
+class ImageFilter(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=Image.Status.choices)
+    disk_format = django_filters.MultipleChoiceFilter(choices=Image.Format.choices)
+    visibility = django_filters.ChoiceFilter(choices=Image.Visibility.choices)
+    name = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Image
+        fields = ["status", "disk_format", "visibility", "project", "os_type", "name"]

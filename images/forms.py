@@ -1,0 +1,62 @@
+from django import forms
+
+from cloudpanel.projects.access import is_admin
+from hosts.models import Host
+
+from .models import Image
+from .selectors import projects_user_can_upload_to
+
+
+class _ImageMetaForm(forms.Form):
+    id_prefix = "image"
+    name = forms.CharField(max_length=63)
+    disk_format = forms.ChoiceField(label="Format", choices=Image.Format.choices)
+    os_type = forms.CharField(label="OS type", max_length=32, required=False, initial="linux")
+    min_disk_gib = forms.IntegerField(label="Min. disk (GiB)", min_value=0, required=False)
+    min_ram_mib = forms.IntegerField(label="Min. RAM (MiB)", min_value=0, required=False)
+    visibility = forms.ChoiceField(choices=Image.Visibility.choices)
+    project = forms.ModelChoiceField(queryset=None, required=False)
+    sha256 = forms.CharField(
+        label="sha256 (optional)",
+        max_length=64,
+        required=False,
+        help_text="When given, the file must have this checksum.",
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        kwargs.setdefault("auto_id", f"{self.id_prefix}_%s")  # two forms share one page
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = projects_user_can_upload_to(user)
+        if not is_admin(user):
+            self.fields["visibility"].choices = [
+                c for c in Image.Visibility.choices if c[0] == Image.Visibility.PROJECT
+            ]
+            self.fields["visibility"].initial = Image.Visibility.PROJECT
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "disk_format": data["disk_format"],
+            "os_type": data.get("os_type") or "linux",
+            "min_disk_gib": data.get("min_disk_gib") or 0,
+            "min_ram_mib": data.get("min_ram_mib") or 0,
+            "visibility": data["visibility"],
+            "project": data.get("project"),
+            "sha256": data.get("sha256") or None,
+        }
+
+
+class ImageUploadForm(_ImageMetaForm):
+    id_prefix = "upload"
+    file = forms.FileField(allow_empty_file=False)
+
+
+class ImageImportForm(_ImageMetaForm):
+    id_prefix = "import"
+    url = forms.URLField(label="URL", max_length=1000, assume_scheme="https")
+
+
+class ImageMirrorForm(forms.Form):
+    host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"))
+    pool = forms.CharField(max_length=128, initial="default")

@@ -1,0 +1,58 @@
+"""Job handlers of the images app: URL import and copies to hosts (thin: they call services)."""
+
+from __future__ import annotations
+
+from cloudpanel.jobs.models import Job
+from cloudpanel.jobs.services import JobFailed, job_handler
+from hosts.models import Host
+
+from . import services
+from .models import Image
+
+
+def _import_reaped(job: Job) -> None:
+    Image.objects.filter(
+        pk=job.target_id, status__in=[Image.Status.QUEUED, Image.Status.IMPORTING]
+    ).update(status=Image.Status.ERROR, error=job.error)
+
+
+@job_handler(services.IMPORT_JOB, on_reaped=_import_reaped)
+def run_image_import(job: Job, ctx) -> dict:
+    try:
+        image = Image.objects.get(pk=job.target_id)
+    except Image.DoesNotExist:
+        raise JobFailed("The image was deleted before its import ran.") from None
+    image = services.image_run_import(
+        image=image, url=job.params["url"], sha256=job.params.get("sha256", ""), ctx=ctx
+    )
+    return {"image": image.id, "sha256": image.sha256, "file_size": image.file_size}
+
+
+def _mirror_reaped(job: Job) -> None:
+    services.image_replica_mark_abandoned(
+        image_id=job.target_id, host_id=job.params.get("host"), pool=job.params.get("pool", "")
+    )
+
+
+@job_handler(services.MIRROR_JOB, on_reaped=_mirror_reaped)
+def run_image_mirror(job: Job, ctx) -> dict:
+    try:
+        image = Image.objects.get(pk=job.target_id)
+        host = Host.objects.get(pk=job.params["host"])
+    except (Image.DoesNotExist, Host.DoesNotExist):
+        raise JobFailed("The image or the host was deleted before the copy ran.") from None
+    replica = services.image_ensure_replica(
+        image=image,
+        host=host,
+        pool=job.params.get("pool", "default"),
+        ctx=ctx,
+        progress_range=(0, 100),
+    )
+    if not replica.copied:
+        ctx.log(f"{image.name} is already on {host.name}/{replica.pool}; nothing copied.")
+    return {
+        "replica": replica.id,
+        "volume": replica.volume,
+        "path": replica.path,
+        "copied": replica.copied,
+    }

@@ -1,0 +1,181 @@
+"""Pages: the image list (with upload and URL import) and an image's detail page."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_POST
+
+from cloudpanel.api import Conflict
+from cloudpanel.jobs.services import JobConflict
+from cloudpanel.projects.access import is_admin
+
+from . import services
+from .filters import ImageFilter
+from .forms import ImageImportForm, ImageMirrorForm, ImageUploadForm
+from .selectors import (
+    can_manage_image,
+    image_get_visible,
+    image_jobs,
+    image_replicas,
+    images_visible_to,
+    projects_user_can_upload_to,
+)
+from .uploads import discard_incomplete_upload, install_image_upload_handler, upload_error
+
+RECENT_JOBS = 10
+
+
+def _wants_json(request) -> bool:
+    return request.headers.get(
+        "x-requested-with"
+    ) == "XMLHttpRequest" or "application/json" in request.headers.get("accept", "")
+
+
+def _add_errors(form, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+def _list_context(request, **forms) -> dict:
+    image_filter = ImageFilter(request.GET or None, queryset=images_visible_to(request.user))
+    can_add = is_admin(request.user) or projects_user_can_upload_to(request.user).exists()
+    return {
+        "filter": image_filter,
+        "images": image_filter.qs,
+        "can_add": can_add,
+        "upload_form": forms.get("upload_form") or ImageUploadForm(user=request.user),
+        "import_form": forms.get("import_form") or ImageImportForm(user=request.user),
+        "open_panel": forms.get("open_panel", ""),
+    }
+
+
+@login_required
+def image_list(request):
+    return render(request, "images/list.html", _list_context(request))
+
+
+@login_required
+@csrf_exempt
+@require_POST
+def image_upload_view(request):
+    # The streaming handler must be in place before the CSRF check reads the body.
+    install_image_upload_handler(request)
+    try:
+        return _image_upload(request)
+    finally:
+        discard_incomplete_upload(request)
+
+
+@csrf_protect
+def _image_upload(request):
+    form = ImageUploadForm(request.POST, request.FILES, user=request.user)
+    error = upload_error(request)
+    if form.is_valid() and not error:
+        try:
+            image = services.image_upload(
+                fileobj=form.cleaned_data["file"], user=request.user, **form.service_kwargs()
+            )
+        except ValidationError as exc:
+            _add_errors(form, exc)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc) or "You may not add this image.")
+        else:
+            url = reverse("images:detail", args=[image.id])
+            if _wants_json(request):
+                return JsonResponse(
+                    {"id": image.id, "url": url, "sha256": image.sha256}, status=201
+                )
+            messages.success(request, f"Image {image.name} uploaded and verified.")
+            return redirect(url)
+    elif error:
+        form.errors.pop("file", None)
+        form.add_error("file", error)
+    if _wants_json(request):
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+    context = _list_context(request, upload_form=form, open_panel="upload")
+    return render(request, "images/list.html", context, status=400)
+
+
+@login_required
+@require_POST
+def image_import_view(request):
+    form = ImageImportForm(request.POST, user=request.user)
+    if form.is_valid():
+        try:
+            image, job = services.image_import_from_url(
+                url=form.cleaned_data["url"], user=request.user, **form.service_kwargs()
+            )
+        except ValidationError as exc:
+            _add_errors(form, exc)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc) or "You may not add this image.")
+        else:
+            messages.success(request, f"Import of {image.name} started (job {job.id}).")
+            return redirect("images:detail", image.id)
+    context = _list_context(request, import_form=form, open_panel="import")
+    return render(request, "images/list.html", context, status=400)
+
+
+@login_required
+def image_detail(request, pk: int):
+    image = image_get_visible(request.user, pk)
+    admin = is_admin(request.user)
+    context = {
+        "image": image,
+        "is_admin": admin,
+        "can_manage": can_manage_image(request.user, image),
+        "jobs": list(image_jobs(image)[:RECENT_JOBS]),
+        "replicas": list(image_replicas(image)) if admin else [],
+        "mirror_form": ImageMirrorForm() if admin else None,
+    }
+    return render(request, "images/detail.html", context)
+
+
+@login_required
+@require_POST
+def image_mirror_view(request, pk: int):
+    image = image_get_visible(request.user, pk)
+    form = ImageMirrorForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a host and a storage pool.")
+        return redirect("images:detail", image.id)
+    try:
+        job = services.image_mirror(
+            image=image,
+            host=form.cleaned_data["host"],
+            pool=form.cleaned_data["pool"],
+            user=request.user,
+        )
+    except (Conflict, JobConflict, PermissionDenied) as exc:
+        messages.error(request, str(exc) or "You may not copy images to hosts.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request, f"Copy to {form.cleaned_data['host'].name} started (job {job.id})."
+        )
+    return redirect("images:detail", image.id)
+
+
+@login_required
+@require_POST
+def image_delete_view(request, pk: int):
+    image = image_get_visible(request.user, pk)
+    try:
+        problems = services.image_delete(image=image, user=request.user)
+    except (Conflict, PermissionDenied) as exc:
+        messages.error(request, str(exc) or "You may not delete this image.")
+        return redirect("images:detail", image.id)
+    messages.success(request, f"Image {image.name} deleted.")
+    for problem in problems:
+        messages.warning(request, f"Copy left on a host: {problem}")
+    return redirect("images:list")
