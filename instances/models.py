@@ -80,3 +80,26 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Snapshot(models.Model):
+    """An internal (qcow2) snapshot of an instance, as libvirt confirmed it."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=63, validators=[name_validator])
+    description = models.CharField(max_length=255, blank=True)
+    # The domain's state when the snapshot was taken (reverting returns to it).
+    domain_state = models.CharField(max_length=16, blank=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "name"], name="unique_snapshot_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance}@{self.name}"

@@ -1,0 +1,102 @@
+from rest_framework import serializers
+
+from cloudpanel.jobs.api.serializers import JobSerializer
+
+from ..models import Flavor, Instance, Snapshot
+
+
+class FlavorSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Flavor
+        fields = ["id", "name", "vcpus", "ram_mib", "disk_gib", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    job = serializers.SerializerMethodField()
+    host_name = serializers.CharField(source="host.name", read_only=True, default=None)
+    flavor_name = serializers.CharField(source="flavor.name", read_only=True)
+    image_name = serializers.CharField(source="image.name", read_only=True, default=None)
+    project_name = serializers.CharField(source="project.name", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Instance
+        fields = [
+            "id",
+            "uuid",
+            "name",
+            "state",
+            "state_reason",
+            "host",
+            "host_name",
+            "flavor",
+            "flavor_name",
+            "image",
+            "image_name",
+            "job",
+            "project",
+            "project_name",
+            "owner",
+            "ip_addresses",
+            "mac_address",
+            "domain_name",
+            "volumes",
+            "adopted",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_job(self, obj) -> dict | None:
+        job = obj.current_job
+        return JobSerializer(job).data if job is not None else None
+
+
+class InstanceCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    image = serializers.IntegerField()
+    flavor = serializers.IntegerField()
+    host = serializers.IntegerField(required=False, allow_null=True)
+    project = serializers.IntegerField(required=False, allow_null=True)
+
+
+class InstanceRenameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+
+
+class ShutdownSerializer(serializers.Serializer):
+    force_after = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+
+
+class ResizeSerializer(serializers.Serializer):
+    flavor = serializers.IntegerField()
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Snapshot
+        fields = [
+            "id",
+            "instance",
+            "name",
+            "description",
+            "domain_state",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class SnapshotCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+
+
+class AdoptSerializer(serializers.Serializer):
+    host = serializers.IntegerField()
+    domain = serializers.CharField(max_length=255)
+    name = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    project = serializers.IntegerField(required=False, allow_null=True)

@@ -1,0 +1,6 @@
+def register(router) -> None:
+    """Add the instances app's viewsets to the /api/v1/ router."""
+    from .views import FlavorViewSet, InstanceViewSet
+
+    router.register("flavors", FlavorViewSet, basename="flavor")
+    router.register("instances", InstanceViewSet, basename="instance")

@@ -1,0 +1,267 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.response import Response
+
+from cloudpanel.api import job_accepted
+from cloudpanel.jobs.api.serializers import JobSerializer
+from cloudpanel.projects import access
+from cloudpanel.projects.models import Project
+from hosts.models import Host
+from images.models import Image
+
+from .. import selectors, services
+from ..models import Flavor, Snapshot
+from .serializers import (
+    AdoptSerializer,
+    FlavorSerializer,
+    InstanceCreateSerializer,
+    InstanceRenameSerializer,
+    InstanceSerializer,
+    ResizeSerializer,
+    ShutdownSerializer,
+    SnapshotCreateSerializer,
+    SnapshotSerializer,
+)
+
+
+def _as_drf(exc: DjangoValidationError) -> ValidationError:
+    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+
+
+def _call(fn, **kwargs):
+    """Run a service; Django validation errors become 400s with field errors."""
+    try:
+        return fn(**kwargs)
+    except DjangoValidationError as exc:
+        raise _as_drf(exc) from exc
+
+
+def _get_or_400(model, pk, field: str, label: str):
+    if pk is None:
+        return None
+    obj = model.objects.filter(pk=pk).first()
+    if obj is None:
+        raise ValidationError({field: [f"Unknown {label} {pk}."]})
+    return obj
+
+
+class ReadOrAdmin(permissions.BasePermission):
+    """Everyone signed in may read; only admins may write."""
+
+    def has_permission(self, request, view):
+        if not request.user or not request.user.is_authenticated:
+            return False
+        return request.method in permissions.SAFE_METHODS or access.is_admin(request.user)
+
+
+class FlavorViewSet(viewsets.ModelViewSet):
+    """Instance sizes: members list them, admins manage them."""
+
+    serializer_class = FlavorSerializer
+    permission_classes = [ReadOrAdmin]
+    filterset_fields = ["vcpus", "ram_mib", "disk_gib"]
+
+    def get_queryset(self):
+        return selectors.flavors()
+
+    def perform_create(self, serializer):
+        serializer.instance = _call(services.flavor_create, **serializer.validated_data)
+
+    def perform_update(self, serializer):
+        _call(services.flavor_update, flavor=serializer.instance, **serializer.validated_data)
+
+    def perform_destroy(self, instance):
+        services.flavor_delete(flavor=instance)
+
+
+class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Virtual machines: members act in their projects, viewers look, others see nothing."""
+
+    serializer_class = InstanceSerializer
+    filterset_fields = ["state", "host", "project", "flavor", "image", "adopted"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.instances_for_user(self.request.user)
+
+    def _fresh(self, instance):
+        return self.get_queryset().get(pk=instance.pk)
+
+    @extend_schema(request=InstanceCreateSerializer, responses={202: JobSerializer})
+    def create(self, request):
+        data = InstanceCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        image = _get_or_400(Image, v["image"], "image", "image")
+        if image is not None and not services.image_visible(request.user, image):
+            raise ValidationError({"image": [f"Unknown image {v['image']}."]})
+        flavor = _get_or_400(Flavor, v["flavor"], "flavor", "flavor")
+        host = _get_or_400(Host, v.get("host"), "host", "host")
+        project = _get_or_400(Project, v.get("project"), "project", "project")
+        if project is not None and not access.can_view(request.user, project):
+            raise ValidationError({"project": [f"Unknown project {v['project']}."]})
+        instance, job = _call(
+            services.instance_create,
+            user=request.user,
+            name=v["name"],
+            image=image,
+            flavor=flavor,
+            project=project,
+            host=host,
+        )
+        return job_accepted(job, {"instance": instance.pk})
+
+    @extend_schema(request=InstanceRenameSerializer, responses=InstanceSerializer)
+    def partial_update(self, request, pk=None):
+        instance = self.get_object()
+        extra = set(request.data) - {"name"}
+        if extra:
+            raise ValidationError({key: ["This field cannot be changed."] for key in extra})
+        data = InstanceRenameSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        _call(
+            services.instance_rename,
+            user=request.user,
+            instance=instance,
+            name=data.validated_data["name"],
+        )
+        return Response(self.get_serializer(self._fresh(instance)).data)
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    def destroy(self, request, pk=None):
+        job = services.instance_delete(user=request.user, instance=self.get_object())
+        return job_accepted(job, {"instance": int(pk)})
+
+    def _power(self, request, action_name: str, params: dict | None = None):
+        job = _call(
+            services.instance_action,
+            user=request.user,
+            instance=self.get_object(),
+            action=action_name,
+            params=params,
+        )
+        return job_accepted(job)
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        return self._power(request, "start")
+
+    @extend_schema(request=ShutdownSerializer, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def shutdown(self, request, pk=None):
+        data = ShutdownSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._power(request, "shutdown", dict(data.validated_data))
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        return self._power(request, "stop")
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def reboot(self, request, pk=None):
+        return self._power(request, "reboot")
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def reset(self, request, pk=None):
+        return self._power(request, "reset")
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def suspend(self, request, pk=None):
+        return self._power(request, "suspend")
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._power(request, "resume")
+
+    @extend_schema(request=ResizeSerializer, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def resize(self, request, pk=None):
+        instance = self.get_object()
+        data = ResizeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        flavor = _get_or_400(Flavor, data.validated_data["flavor"], "flavor", "flavor")
+        job = _call(services.instance_resize, user=request.user, instance=instance, flavor=flavor)
+        return job_accepted(job)
+
+    @extend_schema(methods=["get"], request=None, responses=SnapshotSerializer(many=True))
+    @extend_schema(
+        methods=["post"], request=SnapshotCreateSerializer, responses={202: JobSerializer}
+    )
+    @action(detail=True, methods=["get", "post"])
+    def snapshots(self, request, pk=None):
+        instance = self.get_object()
+        if request.method == "GET":
+            return Response(SnapshotSerializer(instance.snapshots.all(), many=True).data)
+        data = SnapshotCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = _call(
+            services.snapshot_create,
+            user=request.user,
+            instance=instance,
+            name=data.validated_data["name"],
+            description=data.validated_data.get("description", ""),
+        )
+        return job_accepted(job)
+
+    def _snapshot(self, sid) -> Snapshot:
+        return get_object_or_404(Snapshot, pk=sid, instance=self.get_object())
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<sid>[0-9]+)/revert")
+    def snapshot_revert(self, request, pk=None, sid=None):
+        job = services.snapshot_revert(user=request.user, snapshot=self._snapshot(sid))
+        return job_accepted(job, {"snapshot": int(sid)})
+
+    @extend_schema(request=None, responses={202: JobSerializer})
+    @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<sid>[0-9]+)")
+    def snapshot_delete(self, request, pk=None, sid=None):
+        job = services.snapshot_delete(user=request.user, snapshot=self._snapshot(sid))
+        return job_accepted(job, {"snapshot": int(sid)})
+
+    @extend_schema(request=None, responses=dict)
+    @action(detail=False, methods=["get"])
+    def unmanaged(self, request):
+        """Domains on a host that the panel does not manage (admins only)."""
+        if not access.is_admin(request.user):
+            raise PermissionDenied("Only administrators may list unmanaged domains.")
+        host_id = request.query_params.get("host")
+        if not host_id or not str(host_id).isdigit():
+            raise ValidationError({"host": ["A host id is required."]})
+        host = get_object_or_404(Host, pk=int(host_id))
+        if host.status != Host.Status.ONLINE:
+            from cloudpanel.virt import HostUnreachable
+
+            raise HostUnreachable(f"Host {host.name} is {host.status}")
+        return Response(selectors.unmanaged_domains(host))
+
+    @extend_schema(request=AdoptSerializer, responses={201: InstanceSerializer})
+    @action(detail=False, methods=["post"])
+    def adopt(self, request):
+        if not access.is_admin(request.user):
+            raise PermissionDenied("Only administrators may adopt domains.")
+        data = AdoptSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        host = _get_or_400(Host, v["host"], "host", "host")
+        project = _get_or_400(Project, v.get("project"), "project", "project")
+        instance = _call(
+            services.instance_adopt,
+            user=request.user,
+            host=host,
+            domain_name=v["domain"],
+            project=project,
+            name=v.get("name", ""),
+        )
+        return Response(
+            self.get_serializer(self._fresh(instance)).data, status=status.HTTP_201_CREATED
+        )

@@ -1,0 +1,49 @@
+"""Reads about instances: what a user may see, jobs of an instance, unmanaged domains."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from django.db.models import QuerySet
+
+from cloudpanel import virt
+from cloudpanel.jobs.models import Job
+from cloudpanel.projects import access
+from hosts.models import Host
+from hosts.services import connection_uri
+
+from .models import Flavor, Instance
+
+# Transient guests the panel itself starts (KVM probe) are not unmanaged domains.
+_INTERNAL_PREFIXES = ("cloudpanel-kvm-probe-",)
+
+
+def instances_for_user(user) -> QuerySet[Instance]:
+    qs = Instance.objects.select_related(
+        "host", "flavor", "image", "project", "current_job", "owner"
+    )
+    return access.scope_to_user(qs, user)
+
+
+def flavors() -> QuerySet[Flavor]:
+    return Flavor.objects.all()
+
+
+def instance_jobs(instance: Instance) -> QuerySet[Job]:
+    return Job.objects.filter(target_type="instance", target_id=instance.pk).order_by(
+        "-created_at", "-id"
+    )
+
+
+def unmanaged_domains(host: Host) -> list[dict]:
+    """Domains defined on the host that no instance row knows (by name or uuid)."""
+    known_names = set(Instance.objects.filter(host=host).values_list("domain_name", flat=True))
+    known_uuids = {str(u) for u in Instance.objects.values_list("uuid", flat=True)}
+    result = []
+    for dom in virt.list_domains(connection_uri(host)):
+        if dom.name in known_names or dom.uuid in known_uuids:
+            continue
+        if dom.name.startswith(_INTERNAL_PREFIXES):
+            continue
+        result.append({**asdict(dom), "host": host.pk, "host_name": host.name})
+    return sorted(result, key=lambda d: d["name"])

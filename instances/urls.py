@@ -1,0 +1,18 @@
+from django.urls import path
+
+from . import views
+
+app_name = "instances"
+urlpatterns = [
+    path("", views.instance_list, name="list"),
+    path("new/", views.instance_create, name="new"),
+    path("<int:pk>/", views.instance_detail, name="detail"),
+    path("<int:pk>/action/<str:action>/", views.instance_action, name="action"),
+    path("<int:pk>/resize/", views.instance_resize, name="resize"),
+    path("<int:pk>/delete/", views.instance_delete, name="delete"),
+    path("<int:pk>/snapshots/", views.snapshot_create, name="snapshot-create"),
+    path("<int:pk>/snapshots/<int:sid>/revert/", views.snapshot_revert, name="snapshot-revert"),
+    path("<int:pk>/snapshots/<int:sid>/delete/", views.snapshot_delete, name="snapshot-delete"),
+    path("flavors/", views.flavor_list, name="flavors"),
+    path("flavors/<int:pk>/delete/", views.flavor_delete, name="flavor-delete"),
+]

@@ -1,0 +1,230 @@
+"""Pages: instance list, create, detail with actions and job history; flavors for admins."""
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from cloudpanel.api import Conflict
+from cloudpanel.jobs.services import JobConflict
+from cloudpanel.projects import access
+from cloudpanel.virt import VirtError
+
+from . import selectors, services
+from .forms import FlavorForm, InstanceCreateForm, ResizeForm, ShutdownForm, SnapshotForm
+from .models import Flavor, Snapshot
+
+
+def _instance(request, pk):
+    return get_object_or_404(selectors.instances_for_user(request.user), pk=pk)
+
+
+def _errors(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+def _run(request, fn, success: str, **kwargs):
+    """Call a service; report the outcome as a message (never a 500 for a refused action)."""
+    try:
+        result = fn(**kwargs)
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    except (JobConflict, Conflict, VirtError) as exc:
+        messages.error(request, str(exc))
+    except PermissionDenied as exc:
+        messages.error(request, str(exc) or "Not allowed.")
+    else:
+        messages.success(request, success)
+        return result
+    return None
+
+
+@login_required
+def instance_list(request):
+    instances = selectors.instances_for_user(request.user).order_by("name", "id")
+    state = request.GET.get("state")
+    if state:
+        instances = instances.filter(state=state)
+    return render(request, "instances/list.html", {"instances": instances, "state": state})
+
+
+@login_required
+def instance_create(request):
+    form = InstanceCreateForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            instance, job = services.instance_create(
+                user=request.user,
+                name=data["name"],
+                image=data["image"],
+                flavor=data["flavor"],
+                project=data.get("project"),
+                host=data.get("host"),
+            )
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                for field, errs in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errs)
+            else:
+                form.add_error(None, exc.messages)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc) or "Not allowed.")
+        else:
+            messages.success(request, f"Creating instance {instance.name} (job {job.id}).")
+            return redirect("instances:detail", instance.pk)
+    return render(request, "instances/form.html", {"form": form})
+
+
+@login_required
+def instance_detail(request, pk: int):
+    instance = _instance(request, pk)
+    return render(
+        request,
+        "instances/detail.html",
+        {
+            "instance": instance,
+            "jobs": selectors.instance_jobs(instance)[:50],
+            "snapshots": instance.snapshots.all(),
+            "can_act": access.can_act(request.user, instance.project),
+            "resize_form": ResizeForm(),
+            "snapshot_form": SnapshotForm(),
+            "actions": services.POWER_ACTIONS,
+        },
+    )
+
+
+@login_required
+@require_POST
+def instance_action(request, pk: int, action: str):
+    instance = _instance(request, pk)
+    if action not in services.POWER_ACTIONS:
+        raise Http404("unknown action")
+    params = {}
+    if action == "shutdown":
+        form = ShutdownForm(request.POST)
+        if form.is_valid() and form.cleaned_data.get("force_after") is not None:
+            params["force_after"] = form.cleaned_data["force_after"]
+    _run(
+        request,
+        services.instance_action,
+        f"{action.capitalize()} requested.",
+        user=request.user,
+        instance=instance,
+        action=action,
+        params=params,
+    )
+    return redirect("instances:detail", pk)
+
+
+@login_required
+@require_POST
+def instance_resize(request, pk: int):
+    instance = _instance(request, pk)
+    form = ResizeForm(request.POST)
+    if form.is_valid():
+        _run(
+            request,
+            services.instance_resize,
+            "Resize requested.",
+            user=request.user,
+            instance=instance,
+            flavor=form.cleaned_data["flavor"],
+        )
+    else:
+        messages.error(request, "Choose a flavor.")
+    return redirect("instances:detail", pk)
+
+
+@login_required
+@require_POST
+def instance_delete(request, pk: int):
+    instance = _instance(request, pk)
+    if _run(
+        request,
+        services.instance_delete,
+        f"Deleting {instance.name}.",
+        user=request.user,
+        instance=instance,
+    ):
+        return redirect("instances:list")
+    return redirect("instances:detail", pk)
+
+
+@login_required
+@require_POST
+def snapshot_create(request, pk: int):
+    instance = _instance(request, pk)
+    form = SnapshotForm(request.POST)
+    if form.is_valid():
+        _run(
+            request,
+            services.snapshot_create,
+            "Snapshot requested.",
+            user=request.user,
+            instance=instance,
+            name=form.cleaned_data["name"],
+            description=form.cleaned_data.get("description", ""),
+        )
+    else:
+        messages.error(request, "A snapshot needs a name.")
+    return redirect("instances:detail", pk)
+
+
+@login_required
+@require_POST
+def snapshot_revert(request, pk: int, sid: int):
+    snapshot = get_object_or_404(Snapshot, pk=sid, instance=_instance(request, pk))
+    _run(
+        request,
+        services.snapshot_revert,
+        f"Reverting to {snapshot.name}.",
+        user=request.user,
+        snapshot=snapshot,
+    )
+    return redirect("instances:detail", pk)
+
+
+@login_required
+@require_POST
+def snapshot_delete(request, pk: int, sid: int):
+    snapshot = get_object_or_404(Snapshot, pk=sid, instance=_instance(request, pk))
+    _run(
+        request,
+        services.snapshot_delete,
+        f"Deleting snapshot {snapshot.name}.",
+        user=request.user,
+        snapshot=snapshot,
+    )
+    return redirect("instances:detail", pk)
+
+
+@staff_member_required(login_url="/login/")
+def flavor_list(request):
+    form = FlavorForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            flavor = services.flavor_create(**form.cleaned_data)
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                for field, errs in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, errs)
+            else:
+                form.add_error(None, exc.messages)
+        else:
+            messages.success(request, f"Flavor {flavor.name} created.")
+            return redirect("instances:flavors")
+    return render(request, "instances/flavors.html", {"flavors": selectors.flavors(), "form": form})
+
+
+@staff_member_required(login_url="/login/")
+@require_POST
+def flavor_delete(request, pk: int):
+    flavor = get_object_or_404(Flavor, pk=pk)
+    _run(request, services.flavor_delete, f"Flavor {flavor.name} deleted.", flavor=flavor)
+    return redirect("instances:flavors")

@@ -1,0 +1,82 @@
+"""The structured domain XML builder: user text stays text, the shape is what libvirt needs."""
+
+import xml.etree.ElementTree as ET
+
+from cloudpanel.virt import domain_xml as dx
+
+
+def spec(**kw):
+    base = dict(
+        name="cp-1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        uuid="1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        vcpus=2,
+        memory_mib=96,
+        domain_type="kvm",
+        disks=[dx.DiskSpec(path="/var/lib/libvirt/images/x.qcow2")],
+        nics=[dx.NicSpec(mac="52:54:00:aa:bb:cc", network="default")],
+        vnc_listen="0.0.0.0",
+        title="evil</title><devices/>&amp;",
+        metadata={"project": "p<1>"},
+    )
+    base.update(kw)
+    return dx.DomainSpec(**base)
+
+
+def test_build_domain_shape_and_escaping():
+    root = ET.fromstring(dx.build_domain(spec()))
+    assert root.get("type") == "kvm"
+    assert root.findtext("title") == "evil</title><devices/>&amp;"
+    assert len(root.findall("devices")) == 1
+    assert root.find("memory").text == "96" and root.find("memory").get("unit") == "MiB"
+    disk = root.find("devices/disk")
+    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    nic = root.find("devices/interface")
+    assert nic.get("type") == "network" and nic.find("source").get("network") == "default"
+    assert nic.find("model").get("type") == "virtio"
+    g = root.find("devices/graphics")
+    assert (g.get("type"), g.get("port"), g.get("autoport"), g.get("listen")) == (
+        "vnc",
+        "-1",
+        "yes",
+        "0.0.0.0",
+    )
+    assert root.find("devices/video/model").get("type") == "vga"
+    assert root.find("devices/serial") is not None and root.find("devices/console") is not None
+
+
+def test_user_mode_nic_and_cdrom():
+    root = ET.fromstring(
+        dx.build_domain(
+            spec(
+                nics=[dx.NicSpec(mac="52:54:00:aa:bb:cc", network=None)],
+                disks=[
+                    dx.DiskSpec(path="/d.qcow2"),
+                    dx.DiskSpec(
+                        path="/i.iso", format="raw", device="cdrom", target="sda", bus="sata"
+                    ),
+                ],
+            )
+        )
+    )
+    assert root.find("devices/interface").get("type") == "user"
+    assert root.find("devices/interface/source") is None
+    cdrom = root.find("devices/disk[@device='cdrom']")
+    assert cdrom.find("readonly") is not None
+    assert [b.get("dev") for b in root.findall("os/boot")] == ["cdrom", "hd"]
+
+
+def test_snapshot_xml_and_set_resources():
+    snap = ET.fromstring(dx.build_snapshot("s1", "<x> & y"))
+    assert snap.findtext("name") == "s1" and snap.findtext("description") == "<x> & y"
+    xml = dx.set_resources(dx.build_domain(spec()), vcpus=4, memory_mib=256)
+    info = dx.parse_domain(xml)
+    assert (info.vcpus, info.memory_mib) == (4, 256)
+    assert info.nics[0].mac == "52:54:00:aa:bb:cc"
+    assert info.disks[0].path == "/var/lib/libvirt/images/x.qcow2"
+
+
+def test_unknown_domain_type_refused():
+    import pytest
+
+    with pytest.raises(ValueError):
+        dx.build_domain(spec(domain_type="xen"))
