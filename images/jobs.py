@@ -23,7 +23,11 @@ def run_image_import(job: Job, ctx) -> dict:
     except Image.DoesNotExist:
         raise JobFailed("The image was deleted before its import ran.") from None
     image = services.image_run_import(
-        image=image, url=job.params["url"], sha256=job.params.get("sha256", ""), ctx=ctx
+        image=image,
+        url=job.params["url"],
+        sha256=job.params.get("sha256", ""),
+        public_only=job.params.get("public_only", False),
+        ctx=ctx,
     )
     return {"image": image.id, "sha256": image.sha256, "file_size": image.file_size}
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterable
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import requests
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -238,6 +241,13 @@ def image_import_from_url(
         _url_validator(url)
     except ValidationError:
         raise ValidationError({"url": "Give an http:// or https:// URL."}) from None
+    # Only admins may make the panel fetch from its own networks (no SSRF for tenants).
+    public_only = not is_admin(user)
+    if public_only:
+        try:
+            refuse_internal_address(url)
+        except DownloadError as exc:
+            raise ValidationError({"url": str(exc)}) from None
     expected = _normalize_sha256(sha256)
     image = _new_image(
         user=user,
@@ -260,9 +270,24 @@ def image_import_from_url(
             target_name=image.name,
             project=image.project,
             user=user,
-            params={"url": url, "sha256": expected},
+            params={"url": url, "sha256": expected, "public_only": public_only},
         )
     return image, job
+
+
+def refuse_internal_address(url: str) -> None:
+    """Raise DownloadError unless every address the URL's host resolves to is public."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        raise DownloadError(f"The host name {host!r} does not resolve.") from None
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            raise DownloadError(
+                f"{host} resolves to {address}, a private, loopback or link-local address: "
+                "only administrators may import from those."
+            )
 
 
 class _Throttle:
@@ -282,11 +307,18 @@ def _mib(value: int) -> str:
     return f"{value / (1024 * 1024):.1f} MiB"
 
 
-def _download(url: str, ctx) -> StagedFile:
+def _download(url: str, ctx, *, public_only: bool = False) -> StagedFile:
     limit = max_file_size()
+    if public_only:
+        refuse_internal_address(url)  # again: the name may resolve elsewhere by now
     try:
         response = requests.get(
-            url, stream=True, timeout=DOWNLOAD_TIMEOUT, headers={"User-Agent": "cloudpanel"}
+            url,
+            stream=True,
+            timeout=DOWNLOAD_TIMEOUT,
+            headers={"User-Agent": "cloudpanel"},
+            # A redirect could lead a tenant's import into the panel's own network.
+            allow_redirects=not public_only,
         )
     except requests.RequestException as exc:
         raise DownloadError(f"Could not fetch {url}: {exc}") from exc
@@ -327,7 +359,9 @@ def _download(url: str, ctx) -> StagedFile:
     return staged
 
 
-def image_run_import(*, image: Image, url: str, sha256: str = "", ctx=None) -> Image:
+def image_run_import(
+    *, image: Image, url: str, sha256: str = "", public_only: bool = False, ctx=None
+) -> Image:
     """The import job's work: download, verify, inspect, accept.
 
     On failure the image is marked error and JobFailed (or JobCancelled) is raised.
@@ -338,7 +372,7 @@ def image_run_import(*, image: Image, url: str, sha256: str = "", ctx=None) -> I
     try:
         if ctx is not None:
             ctx.progress(0, f"Downloading {url}")
-        staged = _download(url, ctx)
+        staged = _download(url, ctx, public_only=public_only)
         if ctx is not None:
             ctx.progress(92, "Verifying and inspecting the image")
         result = _verify_staged(staged, image.disk_format, sha256)

@@ -180,7 +180,11 @@ def test_only_http_urls(api_client, url):
     assert not Image.objects.exists() and not Job.objects.exists()
 
 
-def test_member_imports_into_own_project(member_client, project_a, served_qcow2):
+def test_member_imports_into_own_project(member_client, project_a, served_qcow2, monkeypatch):
+    from images import services
+
+    # The served file is on loopback; stand in for a public address for this member.
+    monkeypatch.setattr(services, "refuse_internal_address", lambda url: None)
     _path, url = served_qcow2
     response = start_import(member_client, url)
     assert response.status_code == 202, response.content
@@ -189,3 +193,31 @@ def test_member_imports_into_own_project(member_client, project_a, served_qcow2)
     job = Job.objects.get(pk=response.json()["id"])
     assert job.project == project_a
     assert member_client.get(f"/api/v1/jobs/{job.id}/").status_code == 200
+
+
+def test_members_may_not_import_from_internal_addresses(member_client, served_qcow2):
+    """A tenant must not make the panel fetch from its own networks (SSRF)."""
+    _, url = served_qcow2
+    for target in (url, "http://localhost/x.qcow2", "http://169.254.169.254/latest/"):
+        response = start_import(member_client, target)
+        assert response.status_code == 400, target
+        assert "only administrators" in response.json()["url"][0]
+    assert not Image.objects.exists()
+
+
+def test_public_only_download_rechecks_and_does_not_follow_redirects(monkeypatch):
+    from images import services
+
+    with pytest.raises(services.DownloadError, match="only administrators"):
+        services._download("http://127.0.0.1:9/x", None, public_only=True)
+    seen = {}
+
+    def fake_get(url, **kwargs):
+        seen.update(kwargs)
+        raise services.requests.ConnectionError("stop here")
+
+    monkeypatch.setattr(services, "refuse_internal_address", lambda url: None)
+    monkeypatch.setattr(services.requests, "get", fake_get)
+    with pytest.raises(services.DownloadError):
+        services._download("http://example.org/x", None, public_only=True)
+    assert seen["allow_redirects"] is False
