@@ -146,12 +146,17 @@ CELERY_BEAT_SCHEDULE = {
     "hosts-health": {"task": "hosts.tasks.check_all_hosts", "schedule": 30.0},
     "jobs-reap": {"task": "jobs.reap_stale_jobs", "schedule": 30.0},
     "instances-reconcile": {"task": "instances.reconcile", "schedule": 60.0},
+    "images-sweep-incoming": {"task": "images.sweep_incoming", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # libvirt: connect timeout per host so one dead host never blocks the others.
 LIBVIRT_CONNECT_TIMEOUT = env.float("LIBVIRT_CONNECT_TIMEOUT", default=10.0)
 IMAGE_STORE = Path(env.str("IMAGE_STORE", default=str(VAR_DIR / "images")))
+# Under ASGI Django spools each request body to a temporary file before the view runs: keep
+# that on the image store's filesystem, not in a small /tmp.
+FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default=str(IMAGE_STORE / ".incoming"))
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -135,3 +135,19 @@ def read_chunks(fileobj, size: int = CHUNK_SIZE):
         return
     while chunk := fileobj.read(size):
         yield chunk
+
+
+def sweep_incoming(max_age_seconds: float = 24 * 3600) -> list[str]:
+    """Remove staged files a killed process left behind (an upload in flight is younger)."""
+    import time
+
+    removed = []
+    cutoff = time.time() - max_age_seconds
+    for path in incoming_dir().iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:
+            continue  # finished or discarded meanwhile
+    return removed

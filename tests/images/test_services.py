@@ -70,3 +70,19 @@ def test_update_refuses_file_facts(admin_user, default_project):
     image = Image.objects.create(name="x", disk_format="raw", project=default_project)
     with pytest.raises(ValidationError):
         image_update(image=image, user=admin_user, sha256="0" * 64)
+
+
+def test_sweep_removes_only_stale_staged_files(settings):
+    import os
+    import time
+
+    from images.store import incoming_dir, sweep_incoming
+
+    stale = incoming_dir() / "upload-old.part"
+    fresh = incoming_dir() / "upload-new.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    old = time.time() - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    assert sweep_incoming() == ["upload-old.part"]
+    assert fresh.exists() and not stale.exists()
