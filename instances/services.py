@@ -195,14 +195,14 @@ def instance_create(
     check_flavor_fits_image(flavor, image)
     if network is not None:
         validate_name(network, "network")
-    try:
-        chosen = scheduler.select_host(flavor, pinned=host)
-    except scheduler.NoValidHost as exc:
-        raise ValidationError({"host" if host else "flavor": [str(exc)]}) from None
-
     params = {"network": network} if network else {}
     try:
         with transaction.atomic():
+            chosen = scheduler.select_host(flavor, pinned=host)
+            # Lock the host row and check again: two creates at once cannot both take its
+            # last free capacity (the second waits, then counts the first's instance).
+            Host.objects.select_for_update().filter(pk=chosen.pk).exists()
+            chosen = scheduler.select_host(flavor, pinned=chosen)
             instance = Instance(
                 name=name,
                 project=project,
@@ -216,6 +216,8 @@ def instance_create(
             instance.full_clean()
             instance.save()
             job = _start_job(instance=instance, kind="instance.create", user=user, params=params)
+    except scheduler.NoValidHost as exc:
+        raise ValidationError({"host" if host else "flavor": [str(exc)]}) from None
     except IntegrityError:
         raise ValidationError(
             {"name": [f"Project {project.name} already has an instance {name}."]}
