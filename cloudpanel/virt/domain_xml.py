@@ -88,7 +88,12 @@ def build_domain(spec: DomainSpec) -> str:
     devices = _sub(root, "devices")
     for disk in spec.disks:
         el = _sub(devices, "disk", type="file", device=disk.device)
-        _sub(el, "driver", name="qemu", type=disk.format)
+        driver = _sub(el, "driver", name="qemu", type=disk.format)
+        if disk.device == "disk":
+            # Zeroes and guest discards stay holes: thin disks stay thin, also when
+            # copied to another host by a storage migration.
+            driver.set("discard", "unmap")
+            driver.set("detect_zeroes", "unmap")
         _sub(el, "source", file=disk.path)
         _sub(el, "target", dev=disk.target, bus=disk.bus)
         if disk.readonly or disk.device == "cdrom":

@@ -30,6 +30,9 @@ def test_build_domain_shape_and_escaping():
     assert root.find("memory").text == "96" and root.find("memory").get("unit") == "MiB"
     disk = root.find("devices/disk")
     assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    # Thin disks stay thin, also after a storage migration copies them.
+    assert disk.find("driver").get("discard") == "unmap"
+    assert disk.find("driver").get("detect_zeroes") == "unmap"
     nic = root.find("devices/interface")
     assert nic.get("type") == "network" and nic.find("source").get("network") == "default"
     assert nic.find("model").get("type") == "virtio"
