@@ -1,6 +1,7 @@
 """Shared fixtures: users, API clients, and the real libvirt lab.
 
-In CI (CI=true) a missing libvirt is a failure, never a skip: the lab fixture raises.
+In CI (CI=true) a missing libvirt, Chromium or Playwright is a failure, never a skip: the lab
+and browser fixtures raise.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ import pytest
 from rest_framework.test import APIClient
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT_DIR = Path(os.environ.get("CLOUDPANEL_SCREENSHOT_DIR", "/tmp"))
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +171,75 @@ def live_worker(transactional_db, settings):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+# ---- headless Chromium (tests marked browser) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium through Playwright's sync API, one per test module.
+
+    Not session-wide: Playwright's event loop runs in this thread while the browser is open,
+    and later async tests (pytest-asyncio, async_to_sync) refuse to run under it.
+    """
+    if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} is missing; browser tests must run in CI")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if IN_CI:
+            pytest.fail("playwright is not installed; browser tests must run in CI")
+        pytest.skip("playwright is not installed")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_viewport() -> dict:
+    """The page's viewport; a module overrides this fixture for another size."""
+    return {"width": 1440, "height": 900}
+
+
+@pytest.fixture
+def page(chromium, browser_viewport):
+    """A page in its own browser context; page.js_errors collects uncaught script errors."""
+    context = chromium.new_context(viewport=browser_viewport)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def browser_login(page, base_url: str) -> None:
+    """Sign in as the admin_user fixture's user through the login form."""
+    page.goto(f"{base_url}/login/")
+    page.fill("#id_username", "root-admin")
+    page.fill("#id_password", "pw-admin-123")
+    page.click("button[type=submit]")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_database_sessions(django_db_setup, django_db_blocker):
+    """Threads of the ASGI server and of sync_to_async keep their own connections; end them
+    so the test database can be dropped at the end of the run."""
+    yield
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
