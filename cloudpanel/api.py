@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -13,6 +17,26 @@ from cloudpanel.virt import HostUnreachable, NotFound, OperationInvalid, VirtErr
 
 class Conflict(Exception):
     """A request that cannot proceed in the object's current state (answered with 409)."""
+
+
+def as_drf_validation_error(exc: DjangoValidationError) -> ValidationError:
+    """A service's Django ValidationError as DRF's (a 400 with the same field errors)."""
+    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+
+
+@contextmanager
+def drf_validation_errors():
+    """Inside the block, Django validation errors are raised again as DRF 400s."""
+    try:
+        yield
+    except DjangoValidationError as exc:
+        raise as_drf_validation_error(exc) from exc
+
+
+def call_service(fn, /, **kwargs):
+    """Run a service; Django validation errors become 400s with field errors."""
+    with drf_validation_errors():
+        return fn(**kwargs)
 
 
 def exception_handler(exc, context):

@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from cloudpanel.api import Conflict
+from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.models import Job
 
 from . import services
@@ -43,7 +44,7 @@ def host_new(request):
         try:
             host = services.host_create(**form.cleaned_data)
         except ValidationError as exc:
-            _add_service_errors(form, exc)
+            add_service_errors(form, exc)
         else:
             if host.status == Host.Status.ONLINE:
                 messages.success(request, f"Host {host.name} added and synced.")
@@ -54,15 +55,6 @@ def host_new(request):
                 )
             return redirect("hosts:detail", pk=host.pk)
     return render(request, "hosts/form.html", {"form": form})
-
-
-def _add_service_errors(form: HostForm, exc: ValidationError) -> None:
-    """Put the service's field errors next to the form's fields (others on top)."""
-    if not hasattr(exc, "error_dict"):
-        form.add_error(None, exc.messages)
-        return
-    for field, errors in exc.message_dict.items():
-        form.add_error(field if field in form.fields else None, errors)
 
 
 @staff_only

@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from cloudpanel.api import Conflict
+from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.services import JobConflict
 from cloudpanel.projects.access import is_admin
 
@@ -35,14 +36,6 @@ def _wants_json(request) -> bool:
     return request.headers.get(
         "x-requested-with"
     ) == "XMLHttpRequest" or "application/json" in request.headers.get("accept", "")
-
-
-def _add_errors(form, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
 
 
 def _list_context(request, **forms) -> dict:
@@ -85,7 +78,7 @@ def _image_upload(request):
                 fileobj=form.cleaned_data["file"], user=request.user, **form.service_kwargs()
             )
         except ValidationError as exc:
-            _add_errors(form, exc)
+            add_service_errors(form, exc)
         except PermissionDenied as exc:
             form.add_error(None, str(exc) or "You may not add this image.")
         else:
@@ -115,7 +108,7 @@ def image_import_view(request):
                 url=form.cleaned_data["url"], user=request.user, **form.service_kwargs()
             )
         except ValidationError as exc:
-            _add_errors(form, exc)
+            add_service_errors(form, exc)
         except PermissionDenied as exc:
             form.add_error(None, str(exc) or "You may not add this image.")
         else:

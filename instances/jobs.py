@@ -306,50 +306,70 @@ def shutdown_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
     return {"state": "shutoff", "forced": True}
 
 
+def _power(
+    ctx: JobContext,
+    instance: Instance,
+    step: str,
+    operation,
+    *,
+    until: str | None = None,
+    failure: str = "",
+) -> dict:
+    """Run one libvirt power operation; with `until`, wait up to 30 s for that state."""
+    uri = _uri(instance)
+    ctx.progress(20, step)
+    operation(uri, instance.domain_name)
+    if until is None:
+        return {"state": domains.domain_state(uri, instance.domain_name)}
+    if not _wait(ctx, uri, instance.domain_name, {until}, 30):
+        raise JobFailed(failure)
+    return {"state": until}
+
+
 @instance_job("instance.stop")
 def stop_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
-    uri = _uri(instance)
-    ctx.progress(20, "Powering off")
-    domains.destroy_domain(uri, instance.domain_name)
-    if not _wait(ctx, uri, instance.domain_name, {"shutoff"}, 30):
-        raise JobFailed("The domain did not power off")
-    return {"state": "shutoff"}
+    return _power(
+        ctx,
+        instance,
+        "Powering off",
+        domains.destroy_domain,
+        until="shutoff",
+        failure="The domain did not power off",
+    )
 
 
 @instance_job("instance.reboot")
 def reboot_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
-    uri = _uri(instance)
-    ctx.progress(20, "Asking the guest to reboot (ACPI)")
-    domains.reboot_domain(uri, instance.domain_name)
-    return {"state": domains.domain_state(uri, instance.domain_name)}
+    return _power(ctx, instance, "Asking the guest to reboot (ACPI)", domains.reboot_domain)
 
 
 @instance_job("instance.reset")
 def reset_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
-    uri = _uri(instance)
-    ctx.progress(20, "Resetting")
-    domains.reset_domain(uri, instance.domain_name)
-    return {"state": domains.domain_state(uri, instance.domain_name)}
+    return _power(ctx, instance, "Resetting", domains.reset_domain)
 
 
 @instance_job("instance.suspend")
 def suspend_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
-    uri = _uri(instance)
-    ctx.progress(20, "Pausing")
-    domains.suspend_domain(uri, instance.domain_name)
-    if not _wait(ctx, uri, instance.domain_name, {"paused"}, 30):
-        raise JobFailed("The domain did not pause")
-    return {"state": "paused"}
+    return _power(
+        ctx,
+        instance,
+        "Pausing",
+        domains.suspend_domain,
+        until="paused",
+        failure="The domain did not pause",
+    )
 
 
 @instance_job("instance.resume")
 def resume_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
-    uri = _uri(instance)
-    ctx.progress(20, "Resuming")
-    domains.resume_domain(uri, instance.domain_name)
-    if not _wait(ctx, uri, instance.domain_name, {"running"}, 30):
-        raise JobFailed("The domain did not resume")
-    return {"state": "running"}
+    return _power(
+        ctx,
+        instance,
+        "Resuming",
+        domains.resume_domain,
+        until="running",
+        failure="The domain did not resume",
+    )
 
 
 @instance_job("instance.resize")

@@ -327,28 +327,24 @@ def snapshot_create(*, user, instance: Instance, name: str, description: str = "
     )
 
 
-def snapshot_revert(*, user, snapshot: Snapshot) -> Job:
+def _snapshot_job(*, user, snapshot: Snapshot, kind: str) -> Job:
     instance = snapshot.instance
     _require_act(user, instance)
     _require_host_online(instance)
     return _start_job(
         instance=instance,
-        kind="instance.snapshot_revert",
+        kind=kind,
         user=user,
         params={"snapshot": snapshot.pk, "name": snapshot.name},
     )
+
+
+def snapshot_revert(*, user, snapshot: Snapshot) -> Job:
+    return _snapshot_job(user=user, snapshot=snapshot, kind="instance.snapshot_revert")
 
 
 def snapshot_delete(*, user, snapshot: Snapshot) -> Job:
-    instance = snapshot.instance
-    _require_act(user, instance)
-    _require_host_online(instance)
-    return _start_job(
-        instance=instance,
-        kind="instance.snapshot_delete",
-        user=user,
-        params={"snapshot": snapshot.pk, "name": snapshot.name},
-    )
+    return _snapshot_job(user=user, snapshot=snapshot, kind="instance.snapshot_delete")
 
 
 # State from libvirt

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from cloudpanel.api import Conflict
+from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.services import JobConflict
 from cloudpanel.projects import access
 from cloudpanel.virt import VirtError
@@ -68,11 +69,7 @@ def instance_create(request):
                 host=data.get("host"),
             )
         except ValidationError as exc:
-            if hasattr(exc, "error_dict"):
-                for field, errs in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errs)
-            else:
-                form.add_error(None, exc.messages)
+            add_service_errors(form, exc)
         except PermissionDenied as exc:
             form.add_error(None, str(exc) or "Not allowed.")
         else:
@@ -211,11 +208,7 @@ def flavor_list(request):
         try:
             flavor = services.flavor_create(**form.cleaned_data)
         except ValidationError as exc:
-            if hasattr(exc, "error_dict"):
-                for field, errs in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errs)
-            else:
-                form.add_error(None, exc.messages)
+            add_service_errors(form, exc)
         else:
             messages.success(request, f"Flavor {flavor.name} created.")
             return redirect("instances:flavors")

@@ -150,6 +150,13 @@ def find_volume_by_name(uri: str, pool: str, name: str) -> VolumeInfo | None:
     return get_pool().call(uri, fetch)
 
 
+def _create_from_xml(uri: str, pool: str, xml: str) -> VolumeInfo:
+    def create(conn: libvirt.virConnect) -> VolumeInfo:
+        return _info(_pool(conn, pool).createXML(xml, 0), pool)
+
+    return get_pool().call(uri, create)
+
+
 def create_volume(
     uri: str,
     pool: str,
@@ -162,11 +169,7 @@ def create_volume(
     xml = volume_xml(
         name=name, capacity_bytes=capacity_bytes, fmt=fmt, allocation_bytes=allocation_bytes
     )
-
-    def create(conn: libvirt.virConnect) -> VolumeInfo:
-        return _info(_pool(conn, pool).createXML(xml, 0), pool)
-
-    return get_pool().call(uri, create)
+    return _create_from_xml(uri, pool, xml)
 
 
 def create_overlay_volume(
@@ -189,11 +192,7 @@ def create_overlay_volume(
         backing_path=backing_path,
         backing_format=backing_format,
     )
-
-    def create(conn: libvirt.virConnect) -> VolumeInfo:
-        return _info(_pool(conn, pool).createXML(xml, 0), pool)
-
-    return get_pool().call(uri, create)
+    return _create_from_xml(uri, pool, xml)
 
 
 def clone_volume(

@@ -1,18 +1,14 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
+
+from cloudpanel.api import call_service
 
 from .. import services
 from ..selectors import hosts_with_allocation
 from .serializers import HostSerializer
-
-
-def _as_drf(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
 
 
 class HostViewSet(viewsets.ModelViewSet):
@@ -26,16 +22,10 @@ class HostViewSet(viewsets.ModelViewSet):
         return hosts_with_allocation().order_by("name")
 
     def perform_create(self, serializer):
-        try:
-            serializer.instance = services.host_create(**serializer.validated_data)
-        except DjangoValidationError as exc:
-            raise _as_drf(exc) from exc
+        serializer.instance = call_service(services.host_create, **serializer.validated_data)
 
     def perform_update(self, serializer):
-        try:
-            services.host_update(host=serializer.instance, **serializer.validated_data)
-        except DjangoValidationError as exc:
-            raise _as_drf(exc) from exc
+        call_service(services.host_update, host=serializer.instance, **serializer.validated_data)
 
     def perform_destroy(self, instance):
         services.host_delete(host=instance)

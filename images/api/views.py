@@ -1,6 +1,3 @@
-from contextlib import contextmanager
-
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import UnreadablePostError
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -10,7 +7,7 @@ from rest_framework.exceptions import ParseError, PermissionDenied, ValidationEr
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from cloudpanel.api import job_accepted
+from cloudpanel.api import drf_validation_errors, job_accepted
 from cloudpanel.projects.access import is_admin
 
 from .. import services
@@ -27,15 +24,6 @@ from .serializers import (
     ImageUpdateSerializer,
     ImageUploadSerializer,
 )
-
-
-@contextmanager
-def _as_drf_errors():
-    try:
-        yield
-    except DjangoValidationError as exc:
-        detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
-        raise ValidationError(detail) from exc
 
 
 class ImageViewSet(
@@ -84,7 +72,7 @@ class ImageViewSet(
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         fileobj, url = data.pop("file", None), data.pop("url", None)
-        with _as_drf_errors():
+        with drf_validation_errors():
             if fileobj is not None:
                 image = services.image_upload(fileobj=fileobj, user=request.user, **data)
                 location = reverse("api:image-detail", args=[image.id])
@@ -103,7 +91,7 @@ class ImageViewSet(
             data=request.data, partial=True, context=self.get_serializer_context()
         )
         serializer.is_valid(raise_exception=True)
-        with _as_drf_errors():
+        with drf_validation_errors():
             image = services.image_update(
                 image=image, user=request.user, **serializer.validated_data
             )
@@ -119,7 +107,7 @@ class ImageViewSet(
         image = self.get_object()
         serializer = ImageMirrorSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        with _as_drf_errors():
+        with drf_validation_errors():
             job = services.image_mirror(
                 image=image,
                 host=serializer.validated_data["host"],

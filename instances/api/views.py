@@ -1,4 +1,3 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -6,7 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import job_accepted
+from cloudpanel.api import call_service, job_accepted
 from cloudpanel.jobs.api.serializers import JobSerializer
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
@@ -26,18 +25,6 @@ from .serializers import (
     SnapshotCreateSerializer,
     SnapshotSerializer,
 )
-
-
-def _as_drf(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
-
-
-def _call(fn, **kwargs):
-    """Run a service; Django validation errors become 400s with field errors."""
-    try:
-        return fn(**kwargs)
-    except DjangoValidationError as exc:
-        raise _as_drf(exc) from exc
 
 
 def _get_or_400(model, pk, field: str, label: str):
@@ -69,10 +56,12 @@ class FlavorViewSet(viewsets.ModelViewSet):
         return selectors.flavors()
 
     def perform_create(self, serializer):
-        serializer.instance = _call(services.flavor_create, **serializer.validated_data)
+        serializer.instance = call_service(services.flavor_create, **serializer.validated_data)
 
     def perform_update(self, serializer):
-        _call(services.flavor_update, flavor=serializer.instance, **serializer.validated_data)
+        call_service(
+            services.flavor_update, flavor=serializer.instance, **serializer.validated_data
+        )
 
     def perform_destroy(self, instance):
         services.flavor_delete(flavor=instance)
@@ -104,7 +93,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         project = _get_or_400(Project, v.get("project"), "project", "project")
         if project is not None and not access.can_view(request.user, project):
             raise ValidationError({"project": [f"Unknown project {v['project']}."]})
-        instance, job = _call(
+        instance, job = call_service(
             services.instance_create,
             user=request.user,
             name=v["name"],
@@ -123,7 +112,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             raise ValidationError({key: ["This field cannot be changed."] for key in extra})
         data = InstanceRenameSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        _call(
+        call_service(
             services.instance_rename,
             user=request.user,
             instance=instance,
@@ -137,7 +126,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return job_accepted(job, {"instance": int(pk)})
 
     def _power(self, request, action_name: str, params: dict | None = None):
-        job = _call(
+        job = call_service(
             services.instance_action,
             user=request.user,
             instance=self.get_object(),
@@ -190,7 +179,9 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         data = ResizeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         flavor = _get_or_400(Flavor, data.validated_data["flavor"], "flavor", "flavor")
-        job = _call(services.instance_resize, user=request.user, instance=instance, flavor=flavor)
+        job = call_service(
+            services.instance_resize, user=request.user, instance=instance, flavor=flavor
+        )
         return job_accepted(job)
 
     @extend_schema(methods=["get"], request=None, responses=SnapshotSerializer(many=True))
@@ -204,7 +195,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             return Response(SnapshotSerializer(instance.snapshots.all(), many=True).data)
         data = SnapshotCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = _call(
+        job = call_service(
             services.snapshot_create,
             user=request.user,
             instance=instance,
@@ -254,7 +245,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         v = data.validated_data
         host = _get_or_400(Host, v["host"], "host", "host")
         project = _get_or_400(Project, v.get("project"), "project", "project")
-        instance = _call(
+        instance = call_service(
             services.instance_adopt,
             user=request.user,
             host=host,

@@ -7,60 +7,16 @@ keeps retrying, which is fine here). In CI a missing Chromium is a failure, neve
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+
+from ..conftest import SCREENSHOT_DIR, browser_login
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls made by fixtures
 # and the test itself are still plain synchronous calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = Path("/usr/bin/chromium")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SCREENSHOT_DIR = Path(os.environ.get("CLOUDPANEL_SCREENSHOT_DIR", "/tmp"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing; browser tests must run in CI")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            pytest.fail("playwright is not installed; browser tests must run in CI")
-        pytest.skip("playwright is not installed")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context(viewport={"width": 1440, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 def _shot(page, name: str) -> None:
@@ -119,10 +75,7 @@ def test_login_overview_hosts_detail(page, live_server, admin_user, test_host):
 def test_add_host_form_in_browser(page, live_server, admin_user):
     from playwright.sync_api import expect
 
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", "root-admin")
-    page.fill("#id_password", "pw-admin-123")
-    page.click("button[type=submit]")
+    browser_login(page, live_server.url)
     page.goto(f"{live_server.url}/hosts/new/")
     page.fill("#id_name", "broken")
     page.fill("#id_uri", "qemu:///nowhere")
@@ -248,13 +201,6 @@ def busy_cluster(test_host, default_project, admin_user):
     }
 
 
-def _login(page, base_url):
-    page.goto(f"{base_url}/login/")
-    page.fill("#id_username", "root-admin")
-    page.fill("#id_password", "pw-admin-123")
-    page.click("button[type=submit]")
-
-
 def test_job_progress_is_live(page, asgi_url, busy_cluster):
     from playwright.sync_api import expect
 
@@ -262,7 +208,7 @@ def test_job_progress_is_live(page, asgi_url, busy_cluster):
     from cloudpanel.jobs.services import JobContext, broadcast
 
     running = busy_cluster["running"]
-    _login(page, asgi_url)
+    browser_login(page, asgi_url)
     expect(page.locator("h1")).to_have_text("Cluster overview")
     expect(page.locator(".cap-danger").first).to_be_visible()  # RAM beyond its limit
     expect(page.locator(".cap-over").first).to_be_visible()
@@ -300,7 +246,7 @@ def test_cancel_button_and_jobs_list(page, asgi_url, busy_cluster):
     from cloudpanel.jobs.models import Job
 
     pending = busy_cluster["pending"]
-    _login(page, asgi_url)
+    browser_login(page, asgi_url)
     page.goto(f"{asgi_url}/jobs/")
     expect(page.locator("tbody tr")).to_have_count(4)
     expect(page.locator(".job-failed")).to_have_text("Failed")

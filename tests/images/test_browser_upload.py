@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
 from images.models import Image
 
+from ..conftest import SCREENSHOT_DIR, browser_login
 from .conftest import store_files
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread
-
-CHROMIUM = Path("/usr/bin/chromium")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SCREENSHOT_DIR = Path(os.environ.get("CLOUDPANEL_SCREENSHOT_DIR", "/tmp"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -34,41 +29,16 @@ RECORD_PROGRESS = """
 """
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing; browser tests must run in CI")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            pytest.fail("playwright is not installed; browser tests must run in CI")
-        pytest.skip("playwright is not installed")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+@pytest.fixture
+def browser_viewport() -> dict:
+    return {"width": 1440, "height": 1000}
 
 
 @pytest.fixture
-def page(chromium, live_server, admin_user):
-    context = chromium.new_context(viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
-    page.goto(f"{live_server.url}/login/")
-    page.fill("#id_username", "root-admin")
-    page.fill("#id_password", "pw-admin-123")
-    page.click("button[type=submit]")
-    try:
-        yield page
-    finally:
-        context.close()
+def page(live_server, admin_user, page):
+    """The shared page (tests/conftest.py), signed in as the admin."""
+    browser_login(page, live_server.url)
+    return page
 
 
 def test_upload_with_progress_bar(page, live_server, tmp_path, default_project):
