@@ -10,13 +10,13 @@ from . import services
 from .models import Image
 
 
-def _import_reaped(job: Job) -> None:
+def _import_abandoned(job: Job) -> None:
     Image.objects.filter(
         pk=job.target_id, status__in=[Image.Status.QUEUED, Image.Status.IMPORTING]
     ).update(status=Image.Status.ERROR, error=job.error)
 
 
-@job_handler(services.IMPORT_JOB, on_reaped=_import_reaped)
+@job_handler(services.IMPORT_JOB, on_abandoned=_import_abandoned)
 def run_image_import(job: Job, ctx) -> dict:
     try:
         image = Image.objects.get(pk=job.target_id)
@@ -32,13 +32,15 @@ def run_image_import(job: Job, ctx) -> dict:
     return {"image": image.id, "sha256": image.sha256, "file_size": image.file_size}
 
 
-def _mirror_reaped(job: Job) -> None:
+def _mirror_abandoned(job: Job) -> None:
+    if job.status == Job.Status.CANCELLED and job.started_at is None:
+        return  # cancelled before it ran: any copy in flight belongs to another job
     services.image_replica_mark_abandoned(
         image_id=job.target_id, host_id=job.params.get("host"), pool=job.params.get("pool", "")
     )
 
 
-@job_handler(services.MIRROR_JOB, on_reaped=_mirror_reaped)
+@job_handler(services.MIRROR_JOB, on_abandoned=_mirror_abandoned)
 def run_image_mirror(job: Job, ctx) -> dict:
     try:
         image = Image.objects.get(pk=job.target_id)

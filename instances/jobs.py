@@ -32,12 +32,19 @@ SHUTDOWN_TIMEOUT = 120.0
 POLL = 0.25
 
 
-def on_reaped(job: Job) -> None:
-    """A dead worker's job: leave the instance in error (volumes stay listed for delete)."""
-    reason = f"Job {job.id} ({job.kind}) was abandoned: {job.error}"
-    Instance.objects.filter(pk=job.target_id).update(
-        state=Instance.State.ERROR, state_reason=reason
-    )
+def on_abandoned(job: Job) -> None:
+    """A job that ended without its handler finishing.
+
+    Cancelled before it ran: nothing changed, except that an instance never provisioned can
+    only be deleted. A dead worker's job: the instance's state is unknown, so it goes to
+    error (its volumes stay listed, so delete can clean them up).
+    """
+    never_ran = job.status == Job.Status.CANCELLED and job.started_at is None
+    if not never_ran or job.kind == "instance.create":
+        reason = f"Job {job.id} ({job.kind}) was abandoned: {job.error}"
+        Instance.objects.filter(pk=job.target_id).update(
+            state=Instance.State.ERROR, state_reason=reason
+        )
     Instance.objects.filter(pk=job.target_id, current_job_id=job.id).update(current_job=None)
 
 
@@ -81,7 +88,7 @@ def instance_job(kind: str):
                 _finish(instance, job, reason="")
             return result
 
-        job_handler(kind, on_reaped=on_reaped)(handler)
+        job_handler(kind, on_abandoned=on_abandoned)(handler)
         return handler
 
     return decorate

@@ -29,7 +29,8 @@ STALE_AFTER = timedelta(seconds=60)
 
 Handler = Callable[[Job, "JobContext"], dict | None]
 _handlers: dict[str, Handler] = {}
-_reap_hooks: dict[str, Callable[[Job], None]] = {}
+# Called when a job ends without its handler finishing: reaped, or cancelled before it ran.
+_abandon_hooks: dict[str, Callable[[Job], None]] = {}
 
 
 class JobConflict(Exception):
@@ -51,13 +52,15 @@ class JobFailed(Exception):
     """A handler's way to fail the job with a message meant for a person."""
 
 
-def job_handler(kind: str, on_reaped: Callable[[Job], None] | None = None):
-    """Register the function that runs jobs of `kind` (and, optionally, repairs after a reap)."""
+def job_handler(kind: str, on_abandoned: Callable[[Job], None] | None = None):
+    """Register the function that runs jobs of `kind`, and optionally the one that repairs the
+    target when such a job ends without its handler finishing (worker died, or cancelled
+    while pending)."""
 
     def decorate(fn: Handler) -> Handler:
         _handlers[kind] = fn
-        if on_reaped:
-            _reap_hooks[kind] = on_reaped
+        if on_abandoned:
+            _abandon_hooks[kind] = on_abandoned
         return fn
 
     return decorate
@@ -270,12 +273,22 @@ def job_cancel(*, job: Job) -> Job:
         )
         if updated:
             job.refresh_from_db()
+            _run_abandon_hook(job)
             broadcast(job)
             return job
     if job.status == Job.Status.RUNNING:
         Job.objects.filter(id=job.id).update(cancel_requested=True)
         job.refresh_from_db()
     return job
+
+
+def _run_abandon_hook(job: Job) -> None:
+    hook = _abandon_hooks.get(job.kind)
+    if hook:
+        try:
+            hook(job)
+        except Exception:
+            log.exception("abandon hook for job %s failed", job.id)
 
 
 def job_reap_stale(*, now=None) -> list[int]:
@@ -295,12 +308,7 @@ def job_reap_stale(*, now=None) -> list[int]:
         if not updated:
             continue
         job.refresh_from_db()
-        hook = _reap_hooks.get(job.kind)
-        if hook:
-            try:
-                hook(job)
-            except Exception:
-                log.exception("reap hook for job %s failed", job.id)
+        _run_abandon_hook(job)
         broadcast(job)
         reaped.append(job.id)
     return reaped

@@ -385,3 +385,24 @@ def test_unmanaged_and_adopt_on_test_driver(api_client, host, member_user):
         "/api/v1/instances/adopt/", {"host": host.pk, "domain": "test"}, format="json"
     )
     assert resp.status_code == 409
+
+
+def test_cancelling_a_pending_action_leaves_the_instance_as_it_was(api_client, running_instance):
+    job_id = api_client.post(f"/api/v1/instances/{running_instance.pk}/stop/").json()["id"]
+    resp = api_client.post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert resp.json()["status"] == "cancelled"
+    running_instance.refresh_from_db()
+    assert running_instance.state == "running" and running_instance.current_job is None
+    # Free for the next action at once.
+    assert api_client.post(f"/api/v1/instances/{running_instance.pk}/stop/").status_code == 202
+
+
+def test_cancelling_a_pending_create_leaves_an_instance_to_delete(
+    api_client, host, image, tiny_flavor
+):
+    data = create(api_client, name="vm", image=image.pk, flavor=tiny_flavor.pk).json()
+    assert api_client.post(f"/api/v1/jobs/{data['id']}/cancel/").json()["status"] == "cancelled"
+    instance = Instance.objects.get(pk=data["instance"])
+    assert instance.state == "error" and "cancel" in instance.state_reason.lower()
+    assert instance.current_job is None
+    assert api_client.delete(f"/api/v1/instances/{instance.pk}/").status_code == 202

@@ -48,7 +48,7 @@ def _cancellable(job, ctx):
 reaped: list[int] = []
 
 
-@job_handler("test.reapable", on_reaped=lambda job: reaped.append(job.id))
+@job_handler("test.reapable", on_abandoned=lambda job: reaped.append(job.id))
 def _reapable(job, ctx):
     return None
 
