@@ -91,7 +91,8 @@ def instance_detail(request, pk: int):
             "can_act": access.can_act(request.user, instance.project),
             "resize_form": ResizeForm(),
             "snapshot_form": SnapshotForm(),
-            "actions": services.POWER_ACTIONS,
+            # Only the power actions the instance's state allows (the service's own rule).
+            "actions": [a for a in services.POWER_ACTIONS if instance.state in services._NEEDS[a]],
         },
     )
 

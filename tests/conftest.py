@@ -221,6 +221,11 @@ def page(chromium, browser_viewport):
         context.close()
 
 
+def shot(page, name: str) -> None:
+    """A full-page screenshot to look at: SCREENSHOT_DIR/cloudpanel-NAME.png."""
+    page.screenshot(path=str(SCREENSHOT_DIR / f"cloudpanel-{name}.png"), full_page=True)
+
+
 def browser_login(page, base_url: str) -> None:
     """Sign in as the admin_user fixture's user through the login form."""
     page.goto(f"{base_url}/login/")

@@ -312,3 +312,11 @@ def test_job_detail_of_another_project_is_404(member_client, member_user):
     other = Project.objects.create(name="other")
     job = _job(project=other, target_type="instance", target_id=3)
     assert member_client.get(f"/jobs/{job.id}/").status_code == 404
+
+
+def test_not_found_page_keeps_the_layout(client, member_user):
+    client.force_login(member_user)
+    response = client.get("/instances/999999/")
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "Not found" in page and 'class="sidebar"' in page

@@ -46,6 +46,8 @@
     var progress = Math.max(0, Math.min(100, Number(job.progress) || 0));
     var finished = FINISHED.indexOf(job.status) !== -1;
     nodes.forEach(function (root) {
+      var wasActive = FINISHED.indexOf(root.getAttribute("data-job-state")) === -1;
+      if (finished && wasActive && root.hasAttribute("data-reload-on-finish")) reloadSoon();
       root.setAttribute("data-job-state", job.status);
       root.querySelectorAll("[data-job-progress]").forEach(function (bar) {
         bar.style.width = progress + "%";
@@ -66,6 +68,30 @@
       });
     });
     document.dispatchEvent(new CustomEvent("cloudpanel:job", { detail: { job: job, known: nodes.length > 0 } }));
+  }
+
+  /*
+   * [data-reload-on-finish] marks a job whose end changes what the page shows (an
+   * instance's state): when it finishes, reload once, after a moment to show the result.
+   */
+  var reloading = false;
+  function reloadSoon() {
+    if (reloading) return;
+    reloading = true;
+    window.setTimeout(function () { window.location.reload(); }, 1000);
+  }
+
+  /* Events sent before the socket opened are lost: fetch the watched jobs still active. */
+  function catchUp() {
+    document.querySelectorAll("[data-reload-on-finish][data-job-id]").forEach(function (el) {
+      if (FINISHED.indexOf(el.getAttribute("data-job-state")) !== -1) return;
+      fetch("/api/v1/jobs/" + el.getAttribute("data-job-id") + "/", {
+        credentials: "same-origin", headers: { Accept: "application/json" }
+      })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (job) { if (job && job.id) applyJob(job); })
+        .catch(function () { /* the socket still brings the next event */ });
+    });
   }
 
   /*
@@ -99,6 +125,7 @@
       socket.onopen = function () {
         delay = 1000;
         mark("open", "Live");
+        if (options.onOpen) options.onOpen();
       };
       socket.onmessage = function (event) {
         var data;
@@ -156,7 +183,7 @@
     var path = null;
     if (holder) path = holder.getAttribute("data-job-socket") || null;
     else if (document.querySelector("[data-job-id]")) path = "/ws/jobs/";
-    if (path) window.CloudPanel.socket = watchJobs(path);
+    if (path) window.CloudPanel.socket = watchJobs(path, { onOpen: catchUp });
   });
 
   window.CloudPanel = {

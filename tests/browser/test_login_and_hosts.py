@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from ..conftest import SCREENSHOT_DIR, browser_login
+from ..conftest import browser_login, shot
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls made by fixtures
 # and the test itself are still plain synchronous calls.
@@ -19,16 +19,12 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _shot(page, name: str) -> None:
-    page.screenshot(path=str(SCREENSHOT_DIR / f"cloudpanel-{name}.png"), full_page=True)
-
-
 def test_login_overview_hosts_detail(page, live_server, admin_user, test_host):
     from playwright.sync_api import expect
 
     page.goto(f"{live_server.url}/hosts/")
     expect(page).to_have_url(f"{live_server.url}/login/?next=/hosts/")
-    _shot(page, "login")
+    shot(page, "login")
 
     # Wrong password first: the form says so and stays on the login page.
     page.fill("#id_username", "root-admin")
@@ -45,7 +41,7 @@ def test_login_overview_hosts_detail(page, live_server, admin_user, test_host):
     expect(page.locator("h1")).to_have_text("Cluster overview")
     expect(page.locator(".stat-value").first).to_have_text("1")
     expect(page.get_by_text("Cluster capacity")).to_be_visible()
-    _shot(page, "overview")
+    shot(page, "overview")
 
     page.click("nav >> text=Hosts")
     row = page.locator(f'tr[data-host-id="{test_host.pk}"]')
@@ -53,14 +49,14 @@ def test_login_overview_hosts_detail(page, live_server, admin_user, test_host):
     expect(row.locator(".status-online")).to_have_text("Online")
     expect(row.locator(".badge-tcg")).to_have_text("TCG")
     expect(page.locator("nav a.active")).to_contain_text("Hosts")
-    _shot(page, "hosts")
+    shot(page, "hosts")
 
     row.get_by_role("link", name="demo").click()
     expect(page).to_have_url(f"{live_server.url}/hosts/{test_host.pk}/")
     expect(page.locator("h1")).to_contain_text("demo")
     expect(page.get_by_text("TCG only").first).to_be_visible()
     expect(page.get_by_role("cell", name="default-pool")).to_be_visible()
-    _shot(page, "host-detail")
+    shot(page, "host-detail")
 
     page.get_by_role("button", name="Refresh now").click()
     expect(page.locator(".alert-success")).to_contain_text("synced")
@@ -84,43 +80,11 @@ def test_add_host_form_in_browser(page, live_server, admin_user):
     expect(page.locator("#id_uri_errors")).to_contain_text("/system or /session")
     expect(page.locator("#id_ssh_private_key")).to_have_value("")
     assert "BROWSER-SECRET" not in page.content()
-    _shot(page, "host-form")
+    shot(page, "host-form")
     assert page.js_errors == []
 
 
 # ---- live progress over a real WebSocket ------------------------------------------------
-
-
-@pytest.fixture
-def asgi_url(transactional_db):
-    """The project's ASGI app (HTTP + Channels) under uvicorn, in a thread of this process."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    from cloudpanel.asgi import application
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        application, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _off_loop(fn):
@@ -213,7 +177,7 @@ def test_job_progress_is_live(page, asgi_url, busy_cluster):
     expect(page.locator(".cap-danger").first).to_be_visible()  # RAM beyond its limit
     expect(page.locator(".cap-over").first).to_be_visible()
     expect(page.locator("[data-live-indicator]")).to_have_attribute("data-state", "open")
-    _shot(page, "overview-busy")
+    shot(page, "overview-busy")
 
     # The overview's rows follow /ws/jobs/.
     _off_loop(lambda: JobContext(Job.objects.get(pk=running.pk)).progress(50, "resizing disk"))
@@ -228,7 +192,7 @@ def test_job_progress_is_live(page, asgi_url, busy_cluster):
     expect(root.locator("[data-job-progress]")).to_have_attribute("style", "width: 70%;")
     expect(root.locator("[data-job-step]").first).to_have_text("starting guest")
     expect(page.locator("[data-job-log]")).to_contain_text("starting guest")  # log refetched
-    _shot(page, "job-running")
+    shot(page, "job-running")
 
     def finish():
         Job.objects.filter(pk=running.pk).update(status="succeeded", progress=100)
@@ -250,7 +214,7 @@ def test_cancel_button_and_jobs_list(page, asgi_url, busy_cluster):
     page.goto(f"{asgi_url}/jobs/")
     expect(page.locator("tbody tr")).to_have_count(4)
     expect(page.locator(".job-failed")).to_have_text("Failed")
-    _shot(page, "jobs")
+    shot(page, "jobs")
 
     page.goto(f"{asgi_url}/jobs/{pending.pk}/")
     page.on("dialog", lambda dialog: dialog.accept())

@@ -9,7 +9,7 @@ import pytest
 
 from images.models import Image
 
-from ..conftest import SCREENSHOT_DIR, browser_login
+from ..conftest import browser_login, shot
 from .conftest import store_files
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread
@@ -64,7 +64,7 @@ def test_upload_with_progress_bar(page, live_server, tmp_path, default_project):
     seen = page.evaluate("JSON.parse(sessionStorage.getItem('progress') || '[]')")
     assert seen and seen[-1] == 100, seen
     assert seen == sorted(seen)
-    page.screenshot(path=str(SCREENSHOT_DIR / "cloudpanel-image-detail.png"), full_page=True)
+    shot(page, "image-detail")
 
     image = Image.objects.get()
     assert image.file_size == disk.stat().st_size and image.disk_format == "raw"
@@ -81,6 +81,6 @@ def test_rejected_upload_shows_the_reason(page, live_server, backing_qcow2):
     errors = page.locator('[data-errors-for="file"]')
     expect(errors).to_contain_text("backing file")
     expect(page).to_have_url(f"{live_server.url}/images/")
-    page.screenshot(path=str(SCREENSHOT_DIR / "cloudpanel-image-upload-error.png"), full_page=True)
+    shot(page, "image-upload-error")
     assert not Image.objects.exists() and store_files() == []
     assert page.js_errors == []
