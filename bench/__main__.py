@@ -8,6 +8,8 @@ import sys
 
 import django
 
+from . import bench_instances  # noqa: F401  first: points DATABASE_URL/REDIS_URL at the bench's own
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
