@@ -8,7 +8,7 @@ import sys
 
 import django
 
-from . import bench_instances  # noqa: F401  first: points DATABASE_URL/REDIS_URL at the bench's own
+from . import bench_instances, bench_pool
 
 
 def main() -> int:
@@ -16,19 +16,14 @@ def main() -> int:
     parser.add_argument("only", nargs="*", help="benchmarks to run (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpanel.settings")
+    # Before Django reads its settings: the bench's own database, Redis DB and image store.
+    bench_instances.isolate_environment()
     django.setup()
-
-    from . import bench_pool
 
     benches = {
         "pool": lambda: bench_pool.run(["qemu:///system", "test:///default"]),
+        "instances": bench_instances.run,
     }
-    try:
-        from . import bench_instances
-
-        benches["instances"] = bench_instances.run
-    except ImportError:
-        pass
     for name, fn in benches.items():
         if not args.only or name in args.only:
             fn()

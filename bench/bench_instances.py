@@ -86,9 +86,6 @@ def isolate_environment() -> None:
     atexit.register(shutil.rmtree, BENCH_DIR, ignore_errors=True)
 
 
-isolate_environment()
-
-
 class BenchError(RuntimeError):
     pass
 

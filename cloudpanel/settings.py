@@ -94,8 +94,11 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL lets the web server, the worker and beat share the file without 'database is locked'.
-    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = (
-        "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;"
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        init_command="PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;",
+        # Take the write lock when a transaction begins: concurrent writers then wait for
+        # each other (busy_timeout) instead of failing with 'database is locked' midway.
+        transaction_mode="IMMEDIATE",
     )
     # A file, not memory, so a real Celery worker started by a test can share it; one per
     # test run, so that parallel runs never share it.

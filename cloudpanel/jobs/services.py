@@ -92,9 +92,14 @@ def broadcast(job: Job) -> None:
     if layer is None:
         return
     message = {"type": "job.update", "job": job_to_event(job)}
-    try:
+
+    async def send_to_all() -> None:
         for group in job_groups(job):
-            async_to_sync(layer.group_send)(group, message)
+            await layer.group_send(group, message)
+
+    try:
+        # One event loop (so one Redis connection) for all the groups, not one per group.
+        async_to_sync(send_to_all)()
     except Exception as exc:  # Redis down: the job goes on, pollers still see it
         log.warning("could not broadcast job %s: %s", job.id, exc)
 
