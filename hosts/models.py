@@ -47,6 +47,8 @@ class Host(models.Model):
     capabilities = models.JSONField(default=dict, blank=True)
     storage_pools = models.JSONField(default=list, blank=True)
     networks = models.JSONField(default=list, blank=True)
+    # Domains on the host that no instance knows, as the last reconcile found them.
+    unmanaged_domains = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

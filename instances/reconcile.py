@@ -10,6 +10,7 @@ from hosts.models import Host
 from hosts.services import connection_uri
 
 from .models import Instance
+from .selectors import unmanaged_among
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,12 @@ class ReconcileReport:
 
 
 def reconcile_host(host: Host, report: ReconcileReport) -> None:
-    domains = {d.name: d for d in virt.list_domains(connection_uri(host))}
+    listed = virt.list_domains(connection_uri(host))
+    domains = {d.name: d for d in listed}
     instances = Instance.objects.filter(host=host, current_job__isnull=True).exclude(
         state__in=_LEFT_ALONE
     )
-    names = set()
     for instance in instances:
-        names.add(instance.domain_name)
         dom = domains.get(instance.domain_name)
         if dom is None:
             if instance.state == Instance.State.MISSING:
@@ -69,9 +69,10 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
             ).update(state=dom.state, state_reason="")
             if updated:
                 (report.found if came_back else report.fixed).append(instance.pk)
-    report.unmanaged += len(
-        [n for n in domains if n not in names and not n.startswith("cloudpanel-kvm-probe-")]
-    )
+    # Kept on the host row, so its page lists them without asking libvirt.
+    unmanaged = unmanaged_among(host, listed)
+    Host.objects.filter(pk=host.pk).update(unmanaged_domains=unmanaged)
+    report.unmanaged += len(unmanaged)
 
 
 def reconcile_all() -> ReconcileReport:

@@ -36,11 +36,16 @@ def instance_jobs(instance: Instance) -> QuerySet[Job]:
 
 
 def unmanaged_domains(host: Host) -> list[dict]:
-    """Domains defined on the host that no instance row knows (by name or uuid)."""
+    """Domains defined on the host that no instance row knows, asked of libvirt now."""
+    return unmanaged_among(host, virt.list_domains(connection_uri(host)))
+
+
+def unmanaged_among(host: Host, domains: list[virt.DomainSummary]) -> list[dict]:
+    """Those of `domains` (listed on `host`) that no instance row knows (by name or uuid)."""
     known_names = set(Instance.objects.filter(host=host).values_list("domain_name", flat=True))
     known_uuids = {str(u) for u in Instance.objects.values_list("uuid", flat=True)}
     result = []
-    for dom in virt.list_domains(connection_uri(host)):
+    for dom in domains:
         if dom.name in known_names or dom.uuid in known_uuids:
             continue
         if dom.name.startswith(_INTERNAL_PREFIXES):

@@ -6,6 +6,7 @@ app_name = "instances"
 urlpatterns = [
     path("", views.instance_list, name="list"),
     path("new/", views.instance_create, name="new"),
+    path("adopt/", views.instance_adopt, name="adopt"),
     path("<int:pk>/", views.instance_detail, name="detail"),
     path("<int:pk>/action/<str:action>/", views.instance_action, name="action"),
     path("<int:pk>/resize/", views.instance_resize, name="resize"),

@@ -13,6 +13,7 @@ from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.services import JobConflict
 from cloudpanel.projects import access
 from cloudpanel.virt import VirtError
+from hosts.models import Host
 
 from . import selectors, services
 from .forms import FlavorForm, InstanceCreateForm, ResizeForm, ShutdownForm, SnapshotForm
@@ -222,3 +223,25 @@ def flavor_delete(request, pk: int):
     flavor = get_object_or_404(Flavor, pk=pk)
     _run(request, services.flavor_delete, f"Flavor {flavor.name} deleted.", flavor=flavor)
     return redirect("instances:flavors")
+
+
+@staff_member_required(login_url="/login/")
+@require_POST
+def instance_adopt(request):
+    """Adopt a domain listed as unmanaged on a host's page."""
+    host = get_object_or_404(Host, pk=request.POST.get("host"))
+    domain = request.POST.get("domain", "")
+    instance = _run(
+        request,
+        services.instance_adopt,
+        f"Domain {domain} is now managed.",
+        user=request.user,
+        host=host,
+        domain_name=domain,
+    )
+    if instance is None:
+        return redirect("hosts:detail", pk=host.pk)
+    # Off the host's unmanaged list at once, not only at the next reconcile.
+    host.unmanaged_domains = [d for d in host.unmanaged_domains if d.get("name") != domain]
+    host.save(update_fields=["unmanaged_domains"])
+    return redirect("instances:detail", pk=instance.pk)

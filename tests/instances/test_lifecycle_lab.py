@@ -274,20 +274,21 @@ def test_reconcile_marks_vanished_domain_missing(lab_hosts, admin_user, qcow2_im
     assert instance.volumes[0]["name"] not in pool_volumes(host)
 
 
-def test_unmanaged_domain_listed_and_adopted(lab_hosts, admin_user, api_client, tmp_path):
+def define_handmade_domain(host, tmp_path) -> tuple[str, str, str]:
+    """A domain (with a 1 GiB volume) defined behind the panel's back: (name, uuid, volume)."""
     import uuid as uuidlib
 
     from cloudpanel.virt import domain_xml
 
-    host = lab_hosts[1]
     uri = uri_of(host)
     dom_uuid = str(uuidlib.uuid4())
+    name = f"handmade-{dom_uuid[:8]}"
     vol = f"hand-made-{dom_uuid[:8]}.qcow2"
     virsh(uri, "vol-create-as", "default", vol, "1G", "--format", "qcow2")
     path = virsh(uri, "vol-path", vol, "--pool", "default").stdout.strip()
     xml = domain_xml.build_domain(
         domain_xml.DomainSpec(
-            name=f"handmade-{dom_uuid[:8]}",
+            name=name,
             uuid=dom_uuid,
             vcpus=1,
             memory_mib=64,
@@ -297,14 +298,25 @@ def test_unmanaged_domain_listed_and_adopted(lab_hosts, admin_user, api_client, 
     xml_file = tmp_path / "dom.xml"
     xml_file.write_text(xml)
     virsh(uri, "define", str(xml_file))
+    return name, dom_uuid, vol
+
+
+def remove_handmade_domain(host, name: str, vol: str) -> None:
+    virsh(uri_of(host), "undefine", name, check=False)
+    virsh(uri_of(host), "vol-delete", vol, "--pool", "default", check=False)
+
+
+def test_unmanaged_domain_listed_and_adopted(lab_hosts, admin_user, api_client, tmp_path):
+    host = lab_hosts[1]
+    name, dom_uuid, vol = define_handmade_domain(host, tmp_path)
     try:
         resp = api_client.get(f"/api/v1/instances/unmanaged/?host={host.pk}")
         assert resp.status_code == 200, resp.content
-        assert f"handmade-{dom_uuid[:8]}" in [d["name"] for d in resp.json()]
+        assert name in [d["name"] for d in resp.json()]
 
         resp = api_client.post(
             "/api/v1/instances/adopt/",
-            {"host": host.pk, "domain": f"handmade-{dom_uuid[:8]}"},
+            {"host": host.pk, "domain": name},
             format="json",
         )
         assert resp.status_code == 201, resp.content
@@ -319,12 +331,37 @@ def test_unmanaged_domain_listed_and_adopted(lab_hosts, admin_user, api_client, 
         )
         assert instance.volumes[0]["name"] == vol
         resp = api_client.get(f"/api/v1/instances/unmanaged/?host={host.pk}")
-        assert f"handmade-{dom_uuid[:8]}" not in [d["name"] for d in resp.json()]
+        assert name not in [d["name"] for d in resp.json()]
         delete(admin_user, instance)
         assert vol not in pool_volumes(host)
     finally:
-        virsh(uri, "undefine", f"handmade-{dom_uuid[:8]}", check=False)
-        virsh(uri, "vol-delete", vol, "--pool", "default", check=False)
+        remove_handmade_domain(host, name, vol)
+
+
+def test_reconcile_lists_unmanaged_domains_on_the_host_page_to_adopt(
+    lab_hosts, admin_user, client, tmp_path
+):
+    from hosts.models import Host
+    from instances.reconcile import reconcile_all
+
+    host = lab_hosts[1]
+    name, dom_uuid, vol = define_handmade_domain(host, tmp_path)
+    try:
+        assert reconcile_all().unmanaged >= 1
+        host.refresh_from_db()
+        assert name in [d["name"] for d in host.unmanaged_domains]
+        client.force_login(admin_user)
+        page = client.get(f"/hosts/{host.pk}/").content.decode()
+        assert name in page and "/instances/adopt/" in page  # read from the database
+
+        response = client.post("/instances/adopt/", {"host": host.pk, "domain": name})
+        instance = Instance.objects.get(uuid=dom_uuid)
+        assert response.status_code == 302 and response.url == f"/instances/{instance.pk}/"
+        assert instance.adopted and instance.host == host
+        assert name not in [d["name"] for d in Host.objects.get(pk=host.pk).unmanaged_domains]
+        delete(admin_user, instance)
+    finally:
+        remove_handmade_domain(host, name, vol)
 
 
 @pytest.mark.parametrize("fmt", ["raw", "iso"])
