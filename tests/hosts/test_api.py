@@ -2,7 +2,6 @@
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -102,20 +101,18 @@ def test_silent_host_times_out_within_the_connect_timeout(api_client, silent_ser
     old = pool.connect_timeout
     pool.connect_timeout = 1.0  # read on every open
     try:
-        started = time.monotonic()
         response = api_client.post(
             "/api/v1/hosts/",
             {"name": "silent", "uri": f"qemu+tcp://127.0.0.1:{silent_server}/system"},
             format="json",
         )
-        elapsed = time.monotonic() - started
     finally:
         pool.connect_timeout = old
     assert response.status_code == 201
     assert response.json()["status"] == "error"
-    assert "Timed out" in response.json()["last_error"]
-    # Bounded by the timeout (1 s) rather than libvirt's own minutes-long wait.
-    assert elapsed < 10
+    # Our timeout ended the wait (libvirt's own would last minutes), with advice attached.
+    assert "Timed out after 1 s" in response.json()["last_error"]
+    assert "firewall" in response.json()["last_error"]
 
 
 def test_ssh_key_is_encrypted_and_never_returned(api_client):
