@@ -213,7 +213,13 @@ def instance_create(
                 state=Instance.State.BUILDING,
             )
             instance.domain_name = f"cp-{instance.uuid}"
-            instance.full_clean()
+            # The related rows were just loaded and the name checked above; uniqueness is the
+            # database's constraint (IntegrityError below): skip a query per foreign key.
+            instance.full_clean(
+                exclude=["project", "owner", "flavor", "image", "host", "current_job"],
+                validate_unique=False,
+                validate_constraints=False,
+            )
             instance.save()
             job = _start_job(instance=instance, kind="instance.create", user=user, params=params)
     except scheduler.NoValidHost as exc:

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -134,6 +135,8 @@ def job_create(
                 requested_by=user if user is not None and user.is_authenticated else None,
                 params=params or {},
                 exclusive=exclusive,
+                # Known before enqueueing, so the enqueue needs no second write.
+                celery_task_id=str(uuid.uuid4()),
             )
     except IntegrityError:
         running = job_active_for(target_type=target_type, target_id=target_id)
@@ -158,8 +161,7 @@ def job_active_for(*, target_type: str, target_id: int | None) -> Job | None:
 def job_enqueue(job: Job) -> None:
     from .tasks import run_job
 
-    result = run_job.apply_async(args=[job.id])
-    Job.objects.filter(id=job.id, celery_task_id="").update(celery_task_id=result.id or "")
+    run_job.apply_async(args=[job.id], task_id=job.celery_task_id or None)
 
 
 class JobContext:
