@@ -28,6 +28,14 @@ if [[ -x /usr/sbin/libvirtd ]]; then
             virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2
         done
     fi
+    # Instance disks and image copies go to the pool named 'default' (what virt-manager
+    # creates on first use; a fresh libvirt has none).
+    if ! virsh -c qemu:///system pool-info default >/dev/null 2>&1; then
+        $SUDO mkdir -p /var/lib/libvirt/images
+        virsh -c qemu:///system pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
+        virsh -c qemu:///system pool-autostart default >/dev/null
+    fi
+    virsh -c qemu:///system pool-start default >/dev/null 2>&1 || true
     # The default NAT network gives guests DHCP addresses; fine if it cannot start here.
     if virsh -c qemu:///system net-info default >/dev/null 2>&1; then
         virsh -c qemu:///system net-start default >/dev/null 2>&1 || true
