@@ -151,6 +151,14 @@ CELERY_BEAT_SCHEDULE = {
     "instances-reconcile": {"task": "instances.reconcile", "schedule": 60.0},
     "images-sweep-incoming": {"task": "images.sweep_incoming", "schedule": 3600.0},
 }
+# Periodic upkeep (health, reaper, reconcile) has its own queue and worker, so it never
+# waits behind long jobs such as a large image import.
+CELERY_TASK_ROUTES = {
+    "hosts.tasks.check_all_hosts": {"queue": "periodic"},
+    "jobs.reap_stale_jobs": {"queue": "periodic"},
+    "instances.reconcile": {"queue": "periodic"},
+    "images.sweep_incoming": {"queue": "periodic"},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # libvirt: connect timeout per host so one dead host never blocks the others.

@@ -23,7 +23,3 @@ def check_all_hosts() -> int:
         list(pool.map(_check, ids))
     return len(ids)
 
-
-@shared_task(name="hosts.tasks.sync_host")
-def sync_host(host_id: int) -> None:
-    services.host_sync(host=Host.objects.get(pk=host_id))

@@ -65,3 +65,15 @@ def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
     assert "SECRET_KEY must be set" in result.stderr
     env["SECRET_KEY"] = "x" * 50
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+
+
+def test_every_periodic_task_runs_on_the_upkeep_queue(settings):
+    """Health, reaper and reconcile must never wait behind long jobs on the job queue."""
+    from cloudpanel.celery import app
+
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        route = app.amqp.router.route({}, entry["task"])
+        assert route["queue"].name == "periodic", entry["task"]
+    assert app.amqp.router.route({}, "jobs.run_job")["queue"].name == "celery"
+    procfile = (settings.BASE_DIR / "Procfile").read_text()
+    assert "-Q periodic" in procfile and "-Q celery" in procfile
