@@ -308,6 +308,31 @@ def instance_delete(*, user, instance: Instance) -> Job:
     return _start_job(instance=instance, kind="instance.delete", user=user)
 
 
+def instance_forget(*, user, instance: Instance) -> None:
+    """Drop the record of an instance whose host cannot be reached (admins only).
+
+    The way out when a host is gone for good. Nothing on the host is touched: if it comes
+    back, reconcile lists the domain as unmanaged, to adopt or remove.
+    """
+    if not access.is_admin(user):
+        raise PermissionDenied("Only administrators may forget instances.")
+    host = instance.host
+    if host is not None and host.status == Host.Status.ONLINE:
+        raise Conflict(f"Host {host.name} is online: delete the instance instead.")
+    running = Job.objects.filter(
+        target_type="instance", target_id=instance.pk, status__in=Job.ACTIVE
+    ).first()
+    if running is not None:
+        raise Conflict(f"Instance {instance.name} is busy with job {running.id} ({running.kind}).")
+    log.warning(
+        "instance %s (%s) forgotten by %s; host %s unreachable",
+        instance.name, instance.uuid, user, host,
+    )
+    with transaction.atomic():
+        Snapshot.objects.filter(instance=instance).delete()
+        instance.delete()
+
+
 # Snapshots
 
 

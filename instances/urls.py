@@ -11,6 +11,7 @@ urlpatterns = [
     path("<int:pk>/action/<str:action>/", views.instance_action, name="action"),
     path("<int:pk>/resize/", views.instance_resize, name="resize"),
     path("<int:pk>/delete/", views.instance_delete, name="delete"),
+    path("<int:pk>/forget/", views.instance_forget, name="forget"),
     path("<int:pk>/snapshots/", views.snapshot_create, name="snapshot-create"),
     path("<int:pk>/snapshots/<int:sid>/revert/", views.snapshot_revert, name="snapshot-revert"),
     path("<int:pk>/snapshots/<int:sid>/delete/", views.snapshot_delete, name="snapshot-delete"),

@@ -125,6 +125,13 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         job = services.instance_delete(user=request.user, instance=self.get_object())
         return job_accepted(job, {"instance": int(pk)})
 
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def forget(self, request, pk=None):
+        """Drop the record of an instance whose host is unreachable (admins)."""
+        call_service(services.instance_forget, user=request.user, instance=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     def _power(self, request, action_name: str, params: dict | None = None):
         job = call_service(
             services.instance_action,

@@ -406,3 +406,33 @@ def test_cancelling_a_pending_create_leaves_an_instance_to_delete(
     assert instance.state == "error" and "cancel" in instance.state_reason.lower()
     assert instance.current_job is None
     assert api_client.delete(f"/api/v1/instances/{instance.pk}/").status_code == 202
+
+
+def test_forget_is_the_way_out_when_the_host_is_gone(
+    api_client, member_user, running_instance, default_project
+):
+    from cloudpanel.projects.models import Membership
+
+    url = f"/api/v1/instances/{running_instance.pk}/forget/"
+    assert api_client.post(url).status_code == 409  # host online: delete instead
+    Host.objects.filter(pk=running_instance.host_id).update(
+        status="offline", last_error="Connection refused"
+    )
+    assert api_client.delete(f"/api/v1/instances/{running_instance.pk}/").status_code == 503
+    Membership.objects.create(project=default_project, user=member_user)
+    assert client_for(member_user).post(url).status_code == 403  # admins only
+    assert api_client.post(url).status_code == 204
+    assert not Instance.objects.filter(pk=running_instance.pk).exists()
+
+
+def test_forget_page_button_only_for_admins_on_unreachable_hosts(
+    client, admin_user, running_instance
+):
+    client.force_login(admin_user)
+    page = f"/instances/{running_instance.pk}/"
+    assert "/forget/" not in client.get(page).content.decode()
+    Host.objects.filter(pk=running_instance.host_id).update(status="offline")
+    assert "/forget/" in client.get(page).content.decode()
+    response = client.post(f"/instances/{running_instance.pk}/forget/")
+    assert response.status_code == 302 and response.url == "/instances/"
+    assert not Instance.objects.filter(pk=running_instance.pk).exists()
