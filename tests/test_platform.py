@@ -77,3 +77,10 @@ def test_every_periodic_task_runs_on_the_upkeep_queue(settings):
     assert app.amqp.router.route({}, "jobs.run_job")["queue"].name == "celery"
     procfile = (settings.BASE_DIR / "Procfile").read_text()
     assert "-Q periodic" in procfile and "-Q celery" in procfile
+
+
+def test_every_model_change_ships_its_migration():
+    """An upgrade must never meet a model without its migration (an HTTP 500 at peers)."""
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
