@@ -117,6 +117,7 @@ def host_create(
 
 
 def host_update(*, host: Host, ssh_private_key: str | None = None, **fields) -> Host:
+    old_uri = connection_uri(host)
     uri_changed = "uri" in fields and fields["uri"] != host.uri
     for field, value in fields.items():
         setattr(host, field, value)
@@ -125,7 +126,7 @@ def host_update(*, host: Host, ssh_private_key: str | None = None, **fields) -> 
     host.full_clean()
     host.save()
     if uri_changed:
-        virt.get_pool().close()
+        virt.get_pool().close(old_uri)  # only this host's connection; the others stay open
         host_sync(host=host)
     return host
 

@@ -199,3 +199,17 @@ def test_health_check_records_transitions(test_host):
         )
     )
     assert transitions[-2:] == [("online", "offline"), ("offline", "online")]
+
+
+def test_changing_a_uri_resyncs_and_closes_only_the_old_connection(api_client, test_host):
+    pool = virt.get_pool()
+    pool.get("test:///default")
+    pool.get("test:///default?other")  # another host's connection, kept open
+    response = api_client.patch(
+        f"/api/v1/hosts/{test_host.id}/", {"uri": "qemu+tcp://127.0.0.1:1/system"}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["status"] == "offline" and response.json()["transport"] == "tcp"
+    assert "test:///default" not in pool._conns
+    assert "test:///default?other" in pool._conns
+    pool.close("test:///default?other")
