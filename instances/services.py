@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 
 from cloudpanel.api import Conflict
 from cloudpanel.jobs.models import Job
-from cloudpanel.jobs.services import job_create
+from cloudpanel.jobs.services import job_active_for, job_create
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project, name_validator
 from cloudpanel.projects.services import project_get_default
@@ -319,9 +319,7 @@ def instance_forget(*, user, instance: Instance) -> None:
     host = instance.host
     if host is not None and host.status == Host.Status.ONLINE:
         raise Conflict(f"Host {host.name} is online: delete the instance instead.")
-    running = Job.objects.filter(
-        target_type="instance", target_id=instance.pk, status__in=Job.ACTIVE
-    ).first()
+    running = job_active_for(target_type="instance", target_id=instance.pk)
     if running is not None:
         raise Conflict(f"Instance {instance.name} is busy with job {running.id} ({running.kind}).")
     log.warning(

@@ -17,7 +17,7 @@ from hosts.models import Host
 
 from . import selectors, services
 from .forms import FlavorForm, InstanceCreateForm, ResizeForm, ShutdownForm, SnapshotForm
-from .models import Flavor, Snapshot
+from .models import Flavor, Instance, Snapshot
 
 
 def _instance(request, pk):
@@ -161,7 +161,7 @@ def instance_forget(request, pk: int):
     instance = _instance(request, pk)
     forgotten = f"{instance.name} forgotten; nothing on its host was touched."
     _run(request, services.instance_forget, forgotten, user=request.user, instance=instance)
-    if type(instance).objects.filter(pk=pk).exists():  # refused: the message says why
+    if Instance.objects.filter(pk=pk).exists():  # refused: the message says why
         return redirect("instances:detail", pk)
     return redirect("instances:list")
 
