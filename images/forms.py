@@ -3,6 +3,7 @@ from django import forms
 from cloudpanel.projects.access import is_admin
 from hosts.models import Host
 
+from .fetch import MAX_URL_LENGTH, RefusedURL, parse_url
 from .models import Image
 from .selectors import projects_user_can_upload_to
 
@@ -54,7 +55,19 @@ class ImageUploadForm(_ImageMetaForm):
 
 class ImageImportForm(_ImageMetaForm):
     id_prefix = "import"
-    url = forms.URLField(label="URL", max_length=1000, assume_scheme="https")
+    # Not a URLField: it rewrites the URL with another parser. The download's own strict
+    # parser checks it, and the text is kept as typed (no stripping).
+    url = forms.CharField(
+        label="URL", max_length=MAX_URL_LENGTH, strip=False, widget=forms.URLInput
+    )
+
+    def clean_url(self):
+        url = self.cleaned_data["url"]
+        try:
+            parse_url(url)
+        except RefusedURL as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return url
 
 
 class ImageMirrorForm(forms.Form):

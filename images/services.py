@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
+import http.client
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterable
 from datetime import timedelta
-from urllib.parse import urlsplit
 
-import requests
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
@@ -35,6 +31,8 @@ from cloudpanel.virt import storage
 from hosts.models import Host
 from hosts.services import connection_uri
 
+from . import fetch
+from .fetch import DownloadError
 from .inspect import ImageRejected, Inspection, inspect_image
 from .models import Image, ImageReplica
 from .selectors import can_manage_image, projects_user_can_upload_to
@@ -55,17 +53,10 @@ log = logging.getLogger(__name__)
 
 IMPORT_JOB = "image.import"
 MIRROR_JOB = "image.mirror"
-DOWNLOAD_TIMEOUT = (10, 60)  # connect, and between two reads
 PROGRESS_EVERY = 1.0  # seconds between job progress writes
 REPLICA_HEARTBEAT = 5.0  # seconds between touches of a replica being copied
 REPLICA_STALE = timedelta(seconds=120)  # a copy not touched for this long was abandoned
 SHA256_CHARS = set("0123456789abcdef")
-
-_url_validator = URLValidator(schemes=["http", "https"])
-
-
-class DownloadError(Exception):
-    pass
 
 
 # ---------------------------------------------------------------- creating images
@@ -236,18 +227,17 @@ def image_import_from_url(
     min_disk_gib: int | None = None,
     min_ram_mib: int | None = None,
 ) -> tuple[Image, Job]:
-    """Create a queued image and the job that downloads, verifies and inspects it."""
-    try:
-        _url_validator(url)
-    except ValidationError:
-        raise ValidationError({"url": "Give an http:// or https:// URL."}) from None
-    # Only admins may make the panel fetch from its own networks (no SSRF for tenants).
+    """Create a queued image and the job that downloads, verifies and inspects it.
+
+    The URL is parsed strictly for everyone (see images.fetch); for tenants it must lead to
+    public addresses only (no SSRF into the panel's networks). Only the URL rebuilt from the
+    parsed fields is stored and fetched.
+    """
     public_only = not is_admin(user)
-    if public_only:
-        try:
-            refuse_internal_address(url)
-        except DownloadError as exc:
-            raise ValidationError({"url": str(exc)}) from None
+    try:
+        url = fetch.check_url(url, public_only=public_only).url
+    except DownloadError as exc:
+        raise ValidationError({"url": str(exc)}) from None
     expected = _normalize_sha256(sha256)
     image = _new_image(
         user=user,
@@ -275,21 +265,6 @@ def image_import_from_url(
     return image, job
 
 
-def refuse_internal_address(url: str) -> None:
-    """Raise DownloadError unless every address the URL's host resolves to is public."""
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except socket.gaierror:
-        raise DownloadError(f"The host name {host!r} does not resolve.") from None
-    for address in addresses:
-        if not ipaddress.ip_address(address.split("%")[0]).is_global:
-            raise DownloadError(
-                f"{host} resolves to {address}, a private, loopback or link-local address: "
-                "only administrators may import from those."
-            )
-
-
 class _Throttle:
     def __init__(self, every: float):
         self.every = every
@@ -308,25 +283,13 @@ def _mib(value: int) -> str:
 
 
 def _download(url: str, ctx, *, public_only: bool = False) -> StagedFile:
+    """Stream the URL into the store; the address is checked again (DNS may have changed)."""
     limit = max_file_size()
-    if public_only:
-        refuse_internal_address(url)  # again: the name may resolve elsewhere by now
-    try:
-        response = requests.get(
-            url,
-            stream=True,
-            timeout=DOWNLOAD_TIMEOUT,
-            headers={"User-Agent": "cloudpanel"},
-            # A redirect could lead a tenant's import into the panel's own network.
-            allow_redirects=not public_only,
-        )
-    except requests.RequestException as exc:
-        raise DownloadError(f"Could not fetch {url}: {exc}") from exc
-    with response:
-        if response.status_code != 200:
-            raise DownloadError(f"{url} answered HTTP {response.status_code} {response.reason}.")
+    with fetch.open_url(url, public_only=public_only) as response:
+        if response.status != 200:
+            raise DownloadError(f"{url} answered HTTP {response.status} {response.reason}.")
         try:
-            total = int(response.headers.get("Content-Length") or 0)
+            total = int(response.getheader("Content-Length") or 0)
         except ValueError:
             total = 0
         if total > limit:
@@ -338,16 +301,19 @@ def _download(url: str, ctx, *, public_only: bool = False) -> StagedFile:
 
         def chunks():
             nonlocal done
-            try:
-                for chunk in response.iter_content(CHUNK_SIZE):
-                    done += len(chunk)
-                    yield chunk
-                    if ctx is not None and throttle.due():
-                        of = f" of {_mib(total)}" if total else ""
-                        pct = min(90, done * 90 // total) if total else 0
-                        ctx.progress(pct, f"Downloading: {_mib(done)}{of}")
-            except requests.RequestException as exc:
-                raise DownloadError(f"The download from {url} failed: {exc}") from exc
+            while True:
+                try:
+                    chunk = response.read(CHUNK_SIZE)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise DownloadError(f"The download from {url} failed: {exc}") from exc
+                if not chunk:
+                    return
+                done += len(chunk)
+                yield chunk
+                if ctx is not None and throttle.due():
+                    of = f" of {_mib(total)}" if total else ""
+                    pct = min(90, done * 90 // total) if total else 0
+                    ctx.progress(pct, f"Downloading: {_mib(done)}{of}")
 
         try:
             staged = stage_chunks(chunks(), limit)

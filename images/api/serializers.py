@@ -4,6 +4,7 @@ from cloudpanel.projects.access import visible_project_ids
 from cloudpanel.projects.models import Project
 from hosts.models import Host
 
+from ..fetch import MAX_URL_LENGTH, RefusedURL, parse_url
 from ..models import Image, ImageReplica
 
 SHA256_FIELD = dict(
@@ -43,6 +44,21 @@ class ImageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def _strict_url(value: str) -> None:
+    """The same strict parser the download uses (no URLField: it parses differently)."""
+    try:
+        parse_url(value)
+    except RefusedURL as exc:
+        raise serializers.ValidationError(str(exc)) from None
+
+
+def _url_field(**kwargs) -> serializers.CharField:
+    # Kept as given (no trimming), so what is checked is exactly what is sent.
+    return serializers.CharField(
+        max_length=MAX_URL_LENGTH, trim_whitespace=False, validators=[_strict_url], **kwargs
+    )
+
+
 class _ProjectField(serializers.PrimaryKeyRelatedField):
     """Only projects the user sees: another project's id is 'does not exist', not 403."""
 
@@ -73,14 +89,14 @@ class ImageUploadSerializer(_ImageMetaSerializer):
 class ImageImportSerializer(_ImageMetaSerializer):
     """application/json: the image is downloaded from `url` by a job."""
 
-    url = serializers.URLField(max_length=1000)
+    url = _url_field()
 
 
 class ImageCreateSerializer(_ImageMetaSerializer):
     """Either a `file` (multipart) or a `url` (JSON), never both."""
 
     file = serializers.FileField(required=False, allow_empty_file=False, use_url=False)
-    url = serializers.URLField(max_length=1000, required=False)
+    url = _url_field(required=False)
 
     def validate(self, attrs):
         if bool(attrs.get("file")) == bool(attrs.get("url")):

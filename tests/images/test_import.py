@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -136,23 +137,61 @@ def test_import_size_limit_from_content_length(api_client, served_qcow2, setting
     assert store_files() == []
 
 
-def test_import_size_limit_while_streaming(api_client, served_qcow2, settings, monkeypatch):
+class _NoLengthHandler(_QuietHandler):
+    """Sends the file without a Content-Length: the end is when the connection closes."""
+
+    def send_header(self, keyword, value):
+        if keyword.lower() != "content-length":
+            super().send_header(keyword, value)
+
+
+@pytest.fixture
+def web_without_length(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_NoLengthHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_import_without_content_length(api_client, web_without_length):
+    root, base = web_without_length
+    qemu_img("create", "-f", "qcow2", str(root / "cloud.qcow2"), "64M")
+    job = run_job(start_import(api_client, f"{base}/cloud.qcow2").json()["id"])
+    assert job.status == "succeeded", job.error
+    assert Image.objects.get().file_size == (root / "cloud.qcow2").stat().st_size
+
+
+def test_import_size_limit_while_streaming(api_client, web_without_length, settings):
     """A server that sends no (or a false) Content-Length is still cut off at the limit."""
-    import requests
-
-    _path, url = served_qcow2
-    original = requests.get
-
-    def without_length(*args, **kwargs):
-        response = original(*args, **kwargs)
-        response.headers.pop("Content-Length", None)
-        return response
-
-    monkeypatch.setattr("images.services.requests.get", without_length)
+    root, base = web_without_length
+    qemu_img("create", "-f", "raw", str(root / "big.raw"), "1M")
     settings.IMAGE_MAX_FILE_SIZE = 100 * 1024
-    job = run_job(start_import(api_client, url).json()["id"])
+    job = run_job(start_import(api_client, f"{base}/big.raw", disk_format="raw").json()["id"])
     assert job.status == "failed"
     assert "larger than the limit" in job.error
+    assert store_files() == []
+
+
+def test_import_of_a_truncated_qcow2_fails_with_the_checks_message(api_client, web):
+    root, base = web
+    path = root / "cut.qcow2"
+    qemu_img("create", "-f", "qcow2", str(path), "64M")
+    subprocess.run(
+        ["qemu-io", "-c", "write -P 0x5a 0 8M", str(path)], check=True, capture_output=True
+    )
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+    body = start_import(api_client, f"{base}/cut.qcow2").json()
+    job = run_job(body["id"])
+    assert job.status == "failed"
+    assert "qemu-img check found" in job.error and "corruption" in job.error
+    image = Image.objects.get(pk=body["image"])
+    assert image.status == "error" and "qemu-img check found" in image.error
     assert store_files() == []
 
 
@@ -181,10 +220,10 @@ def test_only_http_urls(api_client, url):
 
 
 def test_member_imports_into_own_project(member_client, project_a, served_qcow2, monkeypatch):
-    from images import services
+    from images import fetch
 
     # The served file is on loopback; stand in for a public address for this member.
-    monkeypatch.setattr(services, "refuse_internal_address", lambda url: None)
+    monkeypatch.setattr(fetch, "internal_reason", lambda ip: None)
     _path, url = served_qcow2
     response = start_import(member_client, url)
     assert response.status_code == 202, response.content
@@ -203,21 +242,3 @@ def test_members_may_not_import_from_internal_addresses(member_client, served_qc
         assert response.status_code == 400, target
         assert "only administrators" in response.json()["url"][0]
     assert not Image.objects.exists()
-
-
-def test_public_only_download_rechecks_and_does_not_follow_redirects(monkeypatch):
-    from images import services
-
-    with pytest.raises(services.DownloadError, match="only administrators"):
-        services._download("http://127.0.0.1:9/x", None, public_only=True)
-    seen = {}
-
-    def fake_get(url, **kwargs):
-        seen.update(kwargs)
-        raise services.requests.ConnectionError("stop here")
-
-    monkeypatch.setattr(services, "refuse_internal_address", lambda url: None)
-    monkeypatch.setattr(services.requests, "get", fake_get)
-    with pytest.raises(services.DownloadError):
-        services._download("http://example.org/x", None, public_only=True)
-    assert seen["allow_redirects"] is False
