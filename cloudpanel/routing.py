@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from cloudpanel.jobs.consumers import JobConsumer
+from cloudpanel.websockets import NotFoundConsumer
 
 websocket_urlpatterns = [
     path("ws/jobs/", JobConsumer.as_asgi()),
@@ -13,3 +14,6 @@ try:  # each app adds its own sockets (consoles, live state)
     websocket_urlpatterns += instance_sockets
 except ImportError:
     pass
+
+# Last: any other path is closed cleanly (4404) instead of failing in the router.
+websocket_urlpatterns.append(re_path(r"", NotFoundConsumer.as_asgi()))

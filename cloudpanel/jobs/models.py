@@ -27,9 +27,14 @@ class Job(models.Model):
         max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
     )
     progress = models.PositiveSmallIntegerField(default=0)
+    # step, log and error are for admins: they name hosts, pools, paths and libvirt's own
+    # messages. Tenants get the public_* text, which holds only what handlers mark public.
     step = models.CharField(max_length=255, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    public_step = models.CharField(max_length=255, blank=True)
+    public_log = models.TextField(blank=True)
+    public_error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
     cancel_requested = models.BooleanField(default=False)
     requested_by = models.ForeignKey(

@@ -3,6 +3,12 @@
 A job handler is a function registered for a kind: `handler(job, ctx) -> dict | None`. The
 runner owns the job's status on every path (success, error, cancellation, time limit), so
 handlers only do the work and report progress through `ctx`.
+
+What a job reports is for admins by default: steps, log lines and errors name hosts, pools,
+paths and carry libvirt's own messages. Text a tenant may read is marked public
+(`ctx.progress(.., public=True or "tenant text")`, `ctx.log(.., public=True)`,
+`JobFailed(.., public=True)`) and kept in the job's public_* fields; the access layer
+(cloudpanel.projects.access) decides who reads which.
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from cloudpanel.projects.access import GENERIC_JOB_FAILURE
+
 from .models import Job
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
+CANCELLED = "Cancelled on request"
+TIMED_OUT = "Timed out: the job ran past its time limit"
 STALE_AFTER = timedelta(seconds=60)
 
 Handler = Callable[[Job, "JobContext"], dict | None]
@@ -50,7 +60,21 @@ class JobCancelled(Exception):
 
 
 class JobFailed(Exception):
-    """A handler's way to fail the job with a message meant for a person."""
+    """A handler's way to fail the job with a message meant for a person.
+
+    `public`: True when the message is fit for tenants as is, a string to tell tenants
+    instead; by default tenants get a generic failure message.
+    """
+
+    def __init__(self, message: str = "", *, public: bool | str = False):
+        super().__init__(message)
+        self.public_message = _public_text(message, public)
+
+
+def _public_text(text: str, public: bool | str) -> str:
+    if public is True:
+        return text
+    return public or ""
 
 
 def job_handler(kind: str, on_abandoned: Callable[[Job], None] | None = None):
@@ -67,14 +91,20 @@ def job_handler(kind: str, on_abandoned: Callable[[Job], None] | None = None):
     return decorate
 
 
-def job_to_event(job: Job) -> dict:
+def job_to_event(job: Job, *, public: bool = False) -> dict:
+    """The job as a socket event: the admin's view, or with `public` the tenant's."""
+    if public:
+        step = job.public_step
+        error = job.public_error or (GENERIC_JOB_FAILURE if job.error else "")
+    else:
+        step, error = job.step, job.error
     return {
         "id": job.id,
         "kind": job.kind,
         "status": job.status,
         "progress": job.progress,
-        "step": job.step,
-        "error": job.error,
+        "step": step,
+        "error": error,
         "target": {"type": job.target_type, "id": job.target_id, "name": job.target_name},
         "project": job.project_id,
     }
@@ -92,7 +122,13 @@ def broadcast(job: Job) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "job.update", "job": job_to_event(job)}
+    # Both views travel to the consumers, which send each socket only the one its user may
+    # read (and re-check that the user still sees the job's project).
+    message = {
+        "type": "job.update",
+        "job": job_to_event(job),
+        "public": job_to_event(job, public=True),
+    }
 
     async def send_to_all() -> None:
         for group in job_groups(job):
@@ -170,7 +206,10 @@ class JobContext:
     def __init__(self, job: Job):
         self.job = job
 
-    def progress(self, percent: int, step: str | None = None) -> None:
+    def progress(self, percent: int, step: str | None = None, *, public: bool | str = False):
+        """Report progress. The step is admin-only unless `public` is True (the step is fit
+        for tenants) or a string (what tenants see instead); an admin-only step leaves the
+        tenants' step as it was."""
         self.check_cancelled()
         self.job.progress = max(0, min(100, int(percent)))
         fields = ["progress", "heartbeat_at"]
@@ -178,13 +217,25 @@ class JobContext:
             self.job.step = step[:255]
             self.job.log += f"{timezone.now():%H:%M:%S} {step}\n"
             fields += ["step", "log"]
+            shown = _public_text(step, public)
+            if shown:
+                self.job.public_step = shown[:255]
+                self.job.public_log += f"{timezone.now():%H:%M:%S} {shown}\n"
+                fields += ["public_step", "public_log"]
         self.job.heartbeat_at = timezone.now()
         self.job.save(update_fields=fields)
         broadcast(self.job)
 
-    def log(self, line: str) -> None:
-        self.job.log += f"{timezone.now():%H:%M:%S} {line}\n"
-        self.job.save(update_fields=["log"])
+    def log(self, line: str, *, public: bool | str = False) -> None:
+        """Add a log line: admin-only unless `public` (True, or the tenants' version)."""
+        now = f"{timezone.now():%H:%M:%S}"
+        self.job.log += f"{now} {line}\n"
+        fields = ["log"]
+        shown = _public_text(line, public)
+        if shown:
+            self.job.public_log += f"{now} {shown}\n"
+            fields.append("public_log")
+        self.job.save(update_fields=fields)
 
     def cancelled(self) -> bool:
         return Job.objects.filter(id=self.job.id, cancel_requested=True).exists()
@@ -219,16 +270,33 @@ class _Heartbeat:
         self.stop.set()
 
 
-def _finish(job: Job, status: str, *, error: str = "", result: dict | None = None) -> None:
+def _finish(
+    job: Job,
+    status: str,
+    *,
+    error: str = "",
+    public_error: str = "",
+    result: dict | None = None,
+) -> None:
+    """End the job. `error` is the admin's message; tenants read `public_error`, or a
+    generic message when the error is not fit for them."""
     job.status = status
     job.error = error[:4000]
+    job.public_error = (public_error or (GENERIC_JOB_FAILURE if error else ""))[:4000]
     job.finished_at = timezone.now()
     if status == Job.Status.SUCCEEDED:
         job.progress = 100
     if result:
         job.result = result
-    job.log += f"{job.finished_at:%H:%M:%S} {status}{': ' + error if error else ''}\n"
-    job.save(update_fields=["status", "error", "finished_at", "progress", "result", "log"])
+    at = f"{job.finished_at:%H:%M:%S}"
+    job.log += f"{at} {status}{': ' + error if error else ''}\n"
+    job.public_log += f"{at} {status}{': ' + job.public_error if job.public_error else ''}\n"
+    job.save(
+        update_fields=[
+            "status", "error", "public_error", "finished_at", "progress", "result", "log",
+            "public_log",
+        ]
+    )  # fmt: skip
     broadcast(job)
 
 
@@ -256,11 +324,11 @@ def job_execute(job_id: int, *, task_id: str = "") -> None:
         with _Heartbeat(job.id):
             result = _handlers[job.kind](job, ctx)
     except JobCancelled:
-        _finish(job, Job.Status.CANCELLED, error="Cancelled on request")
+        _finish(job, Job.Status.CANCELLED, error=CANCELLED, public_error=CANCELLED)
     except SoftTimeLimitExceeded:
-        _finish(job, Job.Status.FAILED, error="Timed out: the job ran past its time limit")
+        _finish(job, Job.Status.FAILED, error=TIMED_OUT, public_error=TIMED_OUT)
     except JobFailed as exc:
-        _finish(job, Job.Status.FAILED, error=str(exc))
+        _finish(job, Job.Status.FAILED, error=str(exc), public_error=exc.public_message)
     except Exception as exc:
         # A handler's own errors (VirtError, validation) carry readable messages.
         log.exception("job %s (%s) failed", job.id, job.kind)
@@ -277,6 +345,7 @@ def job_cancel(*, job: Job) -> Job:
             cancel_requested=True,
             finished_at=timezone.now(),
             error="Cancelled before it started",
+            public_error="Cancelled before it started",
         )
         if updated:
             job.refresh_from_db()
@@ -310,6 +379,11 @@ def job_reap_stale(*, now=None) -> list[int]:
             error=(
                 f"The worker running this job ({job.worker or 'unknown'}) stopped responding; "
                 "the job was abandoned. Check the target's state and retry."
+            ),
+            # The worker's host name and pid are the admins' business.
+            public_error=(
+                "The worker running this job stopped responding; the job was abandoned. "
+                "Check the target's state and retry."
             ),
         )
         if not updated:

@@ -7,7 +7,9 @@ reported as not found, so their existence does not leak.
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.utils.crypto import salted_hmac
 
 from .models import Membership, Project
 
@@ -50,3 +52,102 @@ def can_act(user, project: Project | None) -> bool:
     return Membership.objects.filter(
         user=user, project=project, role=Membership.Role.MEMBER
     ).exists()
+
+
+# What tenants see of the infrastructure.
+#
+# Host names, URIs, pool and volume paths, libvirt domain names, workers and the host-level
+# lines of job logs are for admins only (as OpenStack shows hypervisor details to admins
+# only). Tenants get an opaque host key instead, and the tenant-safe text that job handlers
+# mark public; everything not marked public is admin-only.
+
+HOST_CHOICE_REFUSED = "Only administrators can choose a host."
+GENERIC_JOB_FAILURE = "The job failed on the host; an administrator can see the details."
+GENERIC_INSTANCE_REASON = {
+    "error": "The last operation on this instance failed; an administrator can see the details.",
+    "missing": "The virtual machine is no longer found on its host; an administrator can see "
+    "the details.",
+}
+# Job params and results a tenant may see: its own inputs and outcomes, nothing of the host.
+PUBLIC_JOB_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "force_after",
+        "flavor",
+        "snapshot",
+        "state",
+        "forced",
+        "from",
+        "to",
+        "disk_grown",
+        "memory_bytes",
+        "image",
+        "sha256",
+        "file_size",
+        "copied",
+    }
+)
+
+
+def sees_infrastructure(user) -> bool:
+    return is_admin(user)
+
+
+def require_host_choice_allowed(user, host_id) -> None:
+    """Refuse any host id from a non-admin before looking it up, so that an unknown host
+    and a real one get the same answer (nothing to probe)."""
+    if host_id is not None and not is_admin(user):
+        raise PermissionDenied(HOST_CHOICE_REFUSED)
+
+
+def host_key(host_id: int | None, project_id: int | None) -> str:
+    """Opaque and stable: equal for two instances of a project on the same host, different
+    across projects (like OpenStack's hostId), and no way back to the host."""
+    if host_id is None:
+        return ""
+    return salted_hmac("cloudpanel.host-key", f"{project_id}:{host_id}").hexdigest()[:28]
+
+
+def instance_reason_for(user, instance) -> str:
+    if is_admin(user) or not instance.state_reason:
+        return instance.state_reason
+    return GENERIC_INSTANCE_REASON.get(instance.state, "")
+
+
+def job_step_for(user, job) -> str:
+    return job.step if is_admin(user) else job.public_step
+
+
+def job_log_for(user, job) -> str:
+    return job.log if is_admin(user) else job.public_log
+
+
+def job_error_for(user, job) -> str:
+    if is_admin(user):
+        return job.error
+    return job.public_error or (GENERIC_JOB_FAILURE if job.error else "")
+
+
+def job_worker_for(user, job) -> str:
+    return job.worker if is_admin(user) else ""
+
+
+def public_job_data(data: dict | None) -> dict:
+    return {k: v for k, v in (data or {}).items() if k in PUBLIC_JOB_KEYS}
+
+
+def job_params_for(user, job) -> dict:
+    return job.params if is_admin(user) else public_job_data(job.params)
+
+
+def job_result_for(user, job) -> dict:
+    return job.result if is_admin(user) else public_job_data(job.result)
+
+
+def job_event_visible(visible_projects: list[int] | set[int] | None, project_id) -> bool:
+    """May a socket whose user sees `visible_projects` (None: all, admin) get this job's
+    events? Jobs of no project (host jobs) are for admins only."""
+    if visible_projects is None:
+        return True
+    return project_id is not None and project_id in visible_projects

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from .models import Membership, Project
+from .services import membership_remove
 
 
 class MembershipInline(admin.TabularInline):
@@ -12,3 +13,14 @@ class MembershipInline(admin.TabularInline):
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "created_at"]
     inlines = [MembershipInline]
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        changed = formset.save(commit=False)
+        # Removals go through the service, which cuts the user's open sockets off.
+        for membership in formset.deleted_objects:
+            membership_remove(project=membership.project, user=membership.user)
+        for membership in changed:
+            membership.save()
+        formset.save_m2m()

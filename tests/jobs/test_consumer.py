@@ -48,10 +48,12 @@ async def test_member_gets_live_updates_for_own_job_only(member_user):
     first = await socket.receive_json_from(timeout=5)
     assert first["job"]["id"] == my_job.id and first["job"]["status"] == "pending"
 
-    my_job.progress, my_job.step = 40, "copying"
+    # A member gets the tenant-safe step, never the admin's one.
+    my_job.progress, my_job.step, my_job.public_step = 40, "copying to lab0/default", "copying"
     await sync_to_async(broadcast)(my_job)
     update = await socket.receive_json_from(timeout=5)
     assert update["job"]["progress"] == 40 and update["job"]["step"] == "copying"
+    assert "lab0" not in str(update)
     await socket.disconnect()
 
     denied = WebsocketCommunicator(

@@ -26,4 +26,4 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         if not can_act(request.user, job.project) and job.requested_by_id != request.user.id:
             raise PermissionDenied("You may not cancel this job.")
         job = services.job_cancel(job=job)
-        return Response(JobSerializer(job).data)
+        return Response(self.get_serializer(job).data)
