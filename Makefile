@@ -1,6 +1,8 @@
 # cloudpanel: `make run` serves the whole product, `make test` runs every test.
 SHELL := /bin/bash
-PY ?= python3
+# Debian's own Python: the service user `make run` drops to must be able to run the venv's
+# interpreter, and one under /root (pyenv, ...) is out of its reach.
+PY ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,7 +11,7 @@ ifeq ($(CI),true)
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 endif
 
-.PHONY: run test bench lab lab-stop lint fmt system-run system-test services setup clean
+.PHONY: run dev test bench lab lab-stop lint fmt system-run system-test services setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,13 +28,17 @@ system-test:
 services:
 	scripts/start-services.sh
 
+# As root (or through sudo) the panel runs as the unprivileged system user $CLOUDPANEL_USER
+# (default cloudpanel), created once; see scripts/launch.sh.
 setup: system-run $(STAMP) services
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py cloudpanel_setup
+	scripts/launch.sh setup
 
-run: setup
-	@echo "cloudpanel on http://$${CLOUDPANEL_HOST:-127.0.0.1}:$${CLOUDPANEL_PORT:-8000}/  (Ctrl-C stops everything)"
-	$(BIN)/honcho start -f Procfile
+run: system-run $(STAMP) services
+	scripts/launch.sh run
+
+# The same with Django's debug mode (tracebacks in the browser): never in production.
+dev: export DEBUG = true
+dev: run
 
 # Tests use their own Redis database, so a running `make run` worker never takes their jobs.
 test: export REDIS_URL ?= redis://127.0.0.1:6379/15

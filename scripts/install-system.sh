@@ -5,8 +5,8 @@
 set -euo pipefail
 
 packages=(redis-server libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
-          qemu-system-x86 qemu-utils libvirt-dev pkg-config python3-venv dnsmasq-base
-          iptables util-linux procps)
+          qemu-system-x86 qemu-utils libvirt-dev pkg-config python3-venv python3-dev dnsmasq-base
+          iptables util-linux procps passwd)
 if [[ "${1:-run}" == "test" ]]; then
     packages+=(chromium)
 fi
