@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "default"
 START_TIMEOUT = 60.0
+GENERIC_PROVISIONING_FAILURE = (
+    "Provisioning failed on the host; an administrator can see the details"
+)
 SHUTDOWN_TIMEOUT = 120.0
 POLL = 0.25
 
@@ -71,7 +74,7 @@ def instance_job(kind: str):
                 )
             except Instance.DoesNotExist:
                 what = job.target_name or job.target_id
-                raise JobFailed(f"Instance {what} no longer exists") from None
+                raise JobFailed(f"Instance {what} no longer exists", public=True) from None
             try:
                 result = fn(job, ctx, instance)
             except Exception as exc:
@@ -96,7 +99,7 @@ def instance_job(kind: str):
 
 def _uri(instance: Instance) -> str:
     if instance.host is None:
-        raise JobFailed(f"Instance {instance.name} has no host")
+        raise JobFailed(f"Instance {instance.name} has no host", public=True)
     return connection_uri(instance.host)
 
 
@@ -135,16 +138,21 @@ def _provision(job: Job, ctx: JobContext, instance: Instance, created: dict) -> 
     uri = _uri(instance)
     pool = DEFAULT_POOL
     if image is None:
-        raise JobFailed("The instance has no image")
+        raise JobFailed("The instance has no image", public=True)
     from images.services import image_ensure_replica
 
-    ctx.progress(5, f"Replicating image {image.name} to host {host.name}")
+    # Steps naming hosts, pools, disks or domains are for admins; tenants get the `public` text.
+    ctx.progress(
+        5,
+        f"Replicating image {image.name} to host {host.name}",
+        public=f"Copying image {image.name} to the host",
+    )
     replica = image_ensure_replica(image=image, host=host, pool=pool, ctx=ctx)
     ctx.check_cancelled()
 
     capacity = flavor.disk_gib * GIB
     disk_name = f"{instance.domain_name}-disk0.qcow2"
-    ctx.progress(40, f"Creating disk {disk_name} in pool {pool}")
+    ctx.progress(40, f"Creating disk {disk_name} in pool {pool}", public="Creating the disk")
     # Recorded before it exists: a crash in between leaves nothing untracked.
     _record_volume(instance, {"pool": pool, "name": disk_name, "role": "root"})
     created["volumes"].append(disk_name)
@@ -194,7 +202,7 @@ def _provision(job: Job, ctx: JobContext, instance: Instance, created: dict) -> 
         notes.append(
             f"host {host.name} has no active network '{DEFAULT_NETWORK}'; using a user-mode NIC"
         )
-        ctx.log(notes[-1])
+        ctx.log(notes[-1], public="no virtual network on the host; using a user-mode NIC")
     mac = _random_mac()
     spec = domain_xml.DomainSpec(
         name=instance.domain_name,
@@ -209,18 +217,24 @@ def _provision(job: Job, ctx: JobContext, instance: Instance, created: dict) -> 
         title=instance.name,
         metadata={"instance": str(instance.pk), "project": instance.project.name},
     )
-    ctx.progress(60, f"Defining domain {instance.domain_name} ({spec.domain_type})")
+    ctx.progress(
+        60,
+        f"Defining domain {instance.domain_name} ({spec.domain_type})",
+        public="Defining the virtual machine",
+    )
     domains.define_domain(uri, domain_xml.build_domain(spec))
     created["domain"] = True
     instance.mac_address = mac
     instance.save(update_fields=["mac_address", "updated_at"])
 
-    ctx.progress(75, "Starting the domain")
+    ctx.progress(75, "Starting the domain", public=True)
     domains.start_domain(uri, instance.domain_name)
-    ctx.progress(85, "Waiting for the domain to run")
+    ctx.progress(85, "Waiting for the domain to run", public=True)
     if not _wait(ctx, uri, instance.domain_name, {"running"}, START_TIMEOUT):
         state = domains.domain_state(uri, instance.domain_name)
-        raise JobFailed(f"The domain did not reach running within {START_TIMEOUT:g} s ({state})")
+        raise JobFailed(
+            f"The domain did not reach running within {START_TIMEOUT:g} s ({state})", public=True
+        )
     return {
         "domain": instance.domain_name,
         "domain_type": spec.domain_type,
@@ -245,7 +259,10 @@ def _rollback(instance: Instance, created: dict, ctx: JobContext) -> list[str]:
             _forget_volume(instance, name)
         except VirtError as exc:
             leftovers.append(f"volume {name} ({exc})")
-    ctx.log("rolled back" + (f"; left behind: {', '.join(leftovers)}" if leftovers else ""))
+    ctx.log(
+        "rolled back" + (f"; left behind: {', '.join(leftovers)}" if leftovers else ""),
+        public="rolled back" + ("; some parts could not be removed" if leftovers else ""),
+    )
     return leftovers
 
 
@@ -262,15 +279,18 @@ def create_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
             log.exception("rollback of %s failed", instance)
             leftovers = [str(rb_exc)]
         reason = f"Provisioning failed: {message}"
+        public = getattr(exc, "public_message", "")
+        public = f"Provisioning failed: {public}" if public else GENERIC_PROVISIONING_FAILURE
         if leftovers:
             reason += f" (could not remove: {', '.join(leftovers)})"
         else:
             reason += " (everything created was removed)"
+            public += " (everything created was removed)"
         instance.state = Instance.State.ERROR
         instance.state_reason = reason
         instance.save(update_fields=["state", "state_reason", "updated_at"])
         if isinstance(exc, Exception):
-            raise ProvisioningFailed(reason) from exc
+            raise ProvisioningFailed(reason, public=public) from exc
         raise
 
 
@@ -282,12 +302,12 @@ def start_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
     uri = _uri(instance)
     state = domains.domain_state(uri, instance.domain_name)
     if state == "paused":
-        raise JobFailed("The instance is paused; resume it instead")
+        raise JobFailed("The instance is paused; resume it instead", public=True)
     if state != "running":
-        ctx.progress(20, "Starting the domain")
+        ctx.progress(20, "Starting the domain", public=True)
         domains.start_domain(uri, instance.domain_name)
     if not _wait(ctx, uri, instance.domain_name, {"running"}, START_TIMEOUT):
-        raise JobFailed(f"The domain did not reach running within {START_TIMEOUT:g} s")
+        raise JobFailed(f"The domain did not reach running within {START_TIMEOUT:g} s", public=True)
     return {"state": "running"}
 
 
@@ -298,18 +318,19 @@ def shutdown_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
         return {"state": "shutoff"}
     force_after = job.params.get("force_after")
     timeout = float(force_after) if force_after is not None else SHUTDOWN_TIMEOUT
-    ctx.progress(10, "Asking the guest to shut down (ACPI)")
+    ctx.progress(10, "Asking the guest to shut down (ACPI)", public=True)
     domains.shutdown_domain(uri, instance.domain_name)
     if _wait(ctx, uri, instance.domain_name, {"shutoff"}, timeout):
         return {"state": "shutoff", "forced": False}
     if force_after is None:
         raise JobFailed(
-            f"The guest did not shut down within {timeout:g} s; stop it to power it off"
+            f"The guest did not shut down within {timeout:g} s; stop it to power it off",
+            public=True,
         )
-    ctx.progress(70, f"No shutdown after {timeout:g} s: powering off")
+    ctx.progress(70, f"No shutdown after {timeout:g} s: powering off", public=True)
     domains.destroy_domain(uri, instance.domain_name)
     if not _wait(ctx, uri, instance.domain_name, {"shutoff"}, 30):
-        raise JobFailed("The domain did not power off")
+        raise JobFailed("The domain did not power off", public=True)
     return {"state": "shutoff", "forced": True}
 
 
@@ -322,14 +343,15 @@ def _power(
     until: str | None = None,
     failure: str = "",
 ) -> dict:
-    """Run one libvirt power operation; with `until`, wait up to 30 s for that state."""
+    """Run one libvirt power operation; with `until`, wait up to 30 s for that state.
+    (`step` and `failure` name no host: tenants see them.)"""
     uri = _uri(instance)
-    ctx.progress(20, step)
+    ctx.progress(20, step, public=True)
     operation(uri, instance.domain_name)
     if until is None:
         return {"state": domains.domain_state(uri, instance.domain_name)}
     if not _wait(ctx, uri, instance.domain_name, {until}, 30):
-        raise JobFailed(failure)
+        raise JobFailed(failure, public=True)
     return {"state": until}
 
 
@@ -385,17 +407,21 @@ def resize_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
     try:
         flavor = Flavor.objects.get(pk=job.params["flavor"])
     except (Flavor.DoesNotExist, KeyError):
-        raise JobFailed("The requested flavor no longer exists") from None
+        raise JobFailed("The requested flavor no longer exists", public=True) from None
     if domains.domain_state(uri, instance.domain_name) != "shutoff":
-        raise JobFailed("The instance must be shut off to be resized")
-    ctx.progress(20, f"Setting {flavor.vcpus} vCPUs and {flavor.ram_mib} MiB")
+        raise JobFailed("The instance must be shut off to be resized", public=True)
+    ctx.progress(20, f"Setting {flavor.vcpus} vCPUs and {flavor.ram_mib} MiB", public=True)
     domains.set_resources(uri, instance.domain_name, vcpus=flavor.vcpus, memory_mib=flavor.ram_mib)
     root = next((v for v in instance.volumes if v.get("role") == "root"), None)
     if root is None and instance.volumes:
         root = instance.volumes[0]
     grown = False
     if root and flavor.disk_gib > instance.flavor.disk_gib:
-        ctx.progress(60, f"Growing disk {root['name']} to {flavor.disk_gib} GiB")
+        ctx.progress(
+            60,
+            f"Growing disk {root['name']} to {flavor.disk_gib} GiB",
+            public=f"Growing the disk to {flavor.disk_gib} GiB",
+        )
         domains.resize_volume(uri, root["pool"], root["name"], flavor.disk_gib * GIB)
         grown = True
     old = instance.flavor.name
@@ -416,7 +442,7 @@ def resize_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
 def create_snapshot(job: Job, ctx: JobContext, instance: Instance) -> dict:
     uri = _uri(instance)
     name = job.params["name"]
-    ctx.progress(20, f"Taking snapshot {name}")
+    ctx.progress(20, f"Taking snapshot {name}", public=True)
     details = domains.snapshot_create(
         uri, instance.domain_name, name, job.params.get("description", "")
     )
@@ -434,7 +460,7 @@ def create_snapshot(job: Job, ctx: JobContext, instance: Instance) -> dict:
 def revert_snapshot(job: Job, ctx: JobContext, instance: Instance) -> dict:
     uri = _uri(instance)
     name = job.params["name"]
-    ctx.progress(20, f"Reverting to snapshot {name}")
+    ctx.progress(20, f"Reverting to snapshot {name}", public=True)
     domains.snapshot_revert(uri, instance.domain_name, name)
     return {"snapshot": job.params.get("snapshot"), "name": name}
 
@@ -443,11 +469,11 @@ def revert_snapshot(job: Job, ctx: JobContext, instance: Instance) -> dict:
 def delete_snapshot(job: Job, ctx: JobContext, instance: Instance) -> dict:
     uri = _uri(instance)
     name = job.params["name"]
-    ctx.progress(20, f"Deleting snapshot {name}")
+    ctx.progress(20, f"Deleting snapshot {name}", public=True)
     try:
         domains.snapshot_delete(uri, instance.domain_name, name)
     except NotFound:
-        ctx.log(f"snapshot {name} was already gone in libvirt")
+        ctx.log(f"snapshot {name} was already gone in libvirt", public=True)
     Snapshot.objects.filter(pk=job.params.get("snapshot"), instance=instance).delete()
     return {"snapshot": job.params.get("snapshot"), "name": name}
 
@@ -460,14 +486,20 @@ def delete_instance(job: Job, ctx: JobContext, instance: Instance) -> dict:
     uri = _uri(instance)
     Instance.objects.filter(pk=instance.pk).update(state=Instance.State.DELETING)
     instance.state = Instance.State.DELETING
-    ctx.progress(10, f"Powering off and undefining {instance.domain_name}")
+    ctx.progress(
+        10,
+        f"Powering off and undefining {instance.domain_name}",
+        public="Powering off and removing the virtual machine",
+    )
     existed = domains.undefine_domain(uri, instance.domain_name)
     if domains.domain_exists(uri, instance.domain_name):
         raise JobFailed(f"Domain {instance.domain_name} is still defined after undefine")
     removed = []
     for i, volume in enumerate(list(instance.volumes)):
         ctx.progress(
-            40 + 40 * i // max(len(instance.volumes), 1), f"Deleting volume {volume['name']}"
+            40 + 40 * i // max(len(instance.volumes), 1),
+            f"Deleting volume {volume['name']}",
+            public=f"Deleting disk {i + 1}",
         )
         storage.delete_volume(uri, volume.get("pool") or DEFAULT_POOL, volume["name"])
         _forget_volume(instance, volume["name"])

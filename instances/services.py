@@ -108,11 +108,16 @@ def _require_act(user, instance_or_project) -> None:
         raise PermissionDenied("You may not change instances in this project.")
 
 
-def _require_host_online(instance: Instance) -> Host:
+def _require_host_online(instance: Instance, user) -> Host:
     host = instance.host
     if host is None:
         raise Conflict(f"Instance {instance.name} has no host.")
     if host.status != Host.Status.ONLINE:
+        if not access.sees_infrastructure(user):  # the host's name and error are for admins
+            raise HostUnreachable(
+                f"The host of instance {instance.name} is unreachable right now; "
+                "try again later or ask an administrator."
+            )
         why = f": {host.last_error}" if host.last_error else ""
         raise HostUnreachable(f"Host {host.name} is {host.status}{why}")
     return host
@@ -183,8 +188,7 @@ def instance_create(
     if not access.can_view(user, project):
         raise ValidationError({"project": ["Unknown project."]})
     _require_act(user, project)
-    if host is not None and not access.is_admin(user):
-        raise PermissionDenied("Only administrators may choose the host.")
+    access.require_host_choice_allowed(user, host)
     name = validate_name(name)
     if Instance.objects.filter(project=project, name=name).exists():
         raise ValidationError({"name": [f"Project {project.name} already has an instance {name}."]})
@@ -272,7 +276,7 @@ def instance_action(*, user, instance: Instance, action: str, params: dict | Non
             f"Instance {instance.name} is {instance.get_state_display().lower()}; "
             f"it cannot {action} now."
         )
-    _require_host_online(instance)
+    _require_host_online(instance, user)
     return _start_job(instance=instance, kind=f"instance.{action}", user=user, params=job_params)
 
 
@@ -292,7 +296,7 @@ def instance_resize(*, user, instance: Instance, flavor: Flavor) -> Job:
     check_flavor_fits_image(flavor, instance.image)
     if instance.state != Instance.State.SHUTOFF and instance.current_job_id is None:
         raise Conflict(f"Instance {instance.name} must be shut off to be resized.")
-    host = _require_host_online(instance)
+    host = _require_host_online(instance, user)
     try:
         scheduler.check_resize(host, instance.flavor, flavor)
     except scheduler.NoValidHost as exc:
@@ -304,7 +308,7 @@ def instance_resize(*, user, instance: Instance, flavor: Flavor) -> Job:
 
 def instance_delete(*, user, instance: Instance) -> Job:
     _require_act(user, instance)
-    _require_host_online(instance)
+    _require_host_online(instance, user)
     return _start_job(instance=instance, kind="instance.delete", user=user)
 
 
@@ -347,7 +351,7 @@ def snapshot_create(*, user, instance: Instance, name: str, description: str = "
     unsnappable = (*_GONE, Instance.State.BUILDING, Instance.State.ERROR)
     if instance.state in unsnappable and instance.current_job_id is None:
         raise Conflict(f"Instance {instance.name} is {instance.state}; no snapshot possible.")
-    _require_host_online(instance)
+    _require_host_online(instance, user)
     return _start_job(
         instance=instance,
         kind="instance.snapshot_create",
@@ -359,7 +363,7 @@ def snapshot_create(*, user, instance: Instance, name: str, description: str = "
 def _snapshot_job(*, user, snapshot: Snapshot, kind: str) -> Job:
     instance = snapshot.instance
     _require_act(user, instance)
-    _require_host_online(instance)
+    _require_host_online(instance, user)
     return _start_job(
         instance=instance,
         kind=kind,

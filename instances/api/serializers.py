@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from cloudpanel.jobs.api.serializers import JobSerializer
+from cloudpanel.jobs.api.serializers import JobSerializer, viewer
+from cloudpanel.projects import access
 
 from ..models import Flavor, Instance, Snapshot
 
@@ -13,7 +14,14 @@ class FlavorSerializer(serializers.ModelSerializer):
 
 
 class InstanceSerializer(serializers.ModelSerializer):
+    """Where an instance runs (host, its name, volumes and their paths, the libvirt domain)
+    is for admins only; everyone gets `host_key`, an opaque value equal for two instances of
+    a project on the same host (cloudpanel.projects.access.host_key)."""
+
+    ADMIN_ONLY = ("host", "host_name", "domain_name", "volumes")
+
     job = serializers.SerializerMethodField()
+    host_key = serializers.SerializerMethodField()
     host_name = serializers.CharField(source="host.name", read_only=True, default=None)
     flavor_name = serializers.CharField(source="flavor.name", read_only=True)
     image_name = serializers.CharField(source="image.name", read_only=True, default=None)
@@ -30,6 +38,7 @@ class InstanceSerializer(serializers.ModelSerializer):
             "state_reason",
             "host",
             "host_name",
+            "host_key",
             "flavor",
             "flavor_name",
             "image",
@@ -48,9 +57,27 @@ class InstanceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def get_fields(self):
+        # Once per serializer (a list shares its child's), not per row.
+        fields = super().get_fields()
+        if not access.sees_infrastructure(viewer(self)):
+            for name in self.ADMIN_ONLY:
+                fields.pop(name, None)
+        return fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        user = viewer(self)
+        if not access.sees_infrastructure(user):
+            data["state_reason"] = access.instance_reason_for(user, instance)
+        return data
+
+    def get_host_key(self, obj) -> str:
+        return access.host_key(obj.host_id, obj.project_id)
+
     def get_job(self, obj) -> dict | None:
         job = obj.current_job
-        return JobSerializer(job).data if job is not None else None
+        return JobSerializer(job, context=self.context).data if job is not None else None
 
 
 class InstanceCreateSerializer(serializers.Serializer):

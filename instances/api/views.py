@@ -13,6 +13,7 @@ from hosts.models import Host
 from images.models import Image
 
 from .. import selectors, services
+from ..filters import InstanceFilter
 from ..models import Flavor, Snapshot
 from .serializers import (
     AdoptSerializer,
@@ -71,7 +72,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     """Virtual machines: members act in their projects, viewers look, others see nothing."""
 
     serializer_class = InstanceSerializer
-    filterset_fields = ["state", "host", "project", "flavor", "image", "adopted"]
+    filterset_class = InstanceFilter
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
@@ -85,6 +86,8 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         data = InstanceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
+        # Before any lookup: an unknown host and a real one get the same answer.
+        access.require_host_choice_allowed(request.user, v.get("host"))
         image = _get_or_400(Image, v["image"], "image", "image")
         if image is not None and not services.image_visible(request.user, image):
             raise ValidationError({"image": [f"Unknown image {v['image']}."]})
