@@ -45,7 +45,11 @@ def exception_handler(exc, context):
         from cloudpanel.jobs.api.serializers import JobSerializer
 
         return Response(
-            {"detail": str(exc), "job": JobSerializer(exc.running).data},
+            {
+                "detail": str(exc),
+                # The request decides what of the job its user may see.
+                "job": JobSerializer(exc.running, context={"request": context.get("request")}).data,
+            },
             status=status.HTTP_409_CONFLICT,
         )
     if isinstance(exc, Conflict | OperationInvalid):

@@ -105,6 +105,8 @@ class ImageViewSet(
     def mirror(self, request, pk=None):
         """Copy the image into a host's storage pool (a job; a no-op when it is already there)."""
         image = self.get_object()
+        if not is_admin(request.user):  # before the host id is looked up: nothing to probe
+            raise PermissionDenied("Only administrators can copy images to hosts.")
         serializer = ImageMirrorSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         with drf_validation_errors():
