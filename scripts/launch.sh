@@ -30,7 +30,7 @@ as_service_user() { "${AS_USER[@]}" "$@"; }
 
 create_service_user() {
     if ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
-        echo "Creating system user $SERVICE_USER (home $VAR, no login shell)"
+        echo "Creating system user $SERVICE_USER (home $VAR, no login shell)" >&2
         useradd --system --user-group --no-create-home --home-dir "$VAR" \
             --shell /usr/sbin/nologin --comment "cloudpanel service" "$SERVICE_USER"
     fi
@@ -124,7 +124,7 @@ if [[ $(id -u) -eq 0 ]]; then
     hand_over
     check_checkout_readable
     [[ $mode == exec ]] || check_libvirt_access
-    echo "Running as user $SERVICE_USER, not root"
+    echo "Running as user $SERVICE_USER, not root" >&2
     exec "${AS_USER[@]}" "$0" "$@"
 fi
 
