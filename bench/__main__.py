@@ -8,7 +8,7 @@ import sys
 
 import django
 
-from . import bench_instances, bench_pool
+from . import bench_instances, bench_load, bench_pool
 
 
 def main() -> int:
@@ -23,6 +23,7 @@ def main() -> int:
     benches = {
         "pool": lambda: bench_pool.run(["qemu:///system", "test:///default"]),
         "instances": bench_instances.run,
+        "load": bench_load.run,
     }
     for name, fn in benches.items():
         if not args.only or name in args.only:
