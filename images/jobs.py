@@ -21,7 +21,7 @@ def run_image_import(job: Job, ctx) -> dict:
     try:
         image = Image.objects.get(pk=job.target_id)
     except Image.DoesNotExist:
-        raise JobFailed("The image was deleted before its import ran.") from None
+        raise JobFailed("The image was deleted before its import ran.", public=True) from None
     image = services.image_run_import(
         image=image,
         url=job.params["url"],
@@ -46,7 +46,9 @@ def run_image_mirror(job: Job, ctx) -> dict:
         image = Image.objects.get(pk=job.target_id)
         host = Host.objects.get(pk=job.params["host"])
     except (Image.DoesNotExist, Host.DoesNotExist):
-        raise JobFailed("The image or the host was deleted before the copy ran.") from None
+        raise JobFailed(
+            "The image or the host was deleted before the copy ran.", public=True
+        ) from None
     replica = services.image_ensure_replica(
         image=image,
         host=host,

@@ -313,7 +313,7 @@ def _download(url: str, ctx, *, public_only: bool = False) -> StagedFile:
                 if ctx is not None and throttle.due():
                     of = f" of {_mib(total)}" if total else ""
                     pct = min(90, done * 90 // total) if total else 0
-                    ctx.progress(pct, f"Downloading: {_mib(done)}{of}")
+                    ctx.progress(pct, f"Downloading: {_mib(done)}{of}", public=True)
 
         try:
             staged = stage_chunks(chunks(), limit)
@@ -337,19 +337,20 @@ def image_run_import(
     staged = None
     try:
         if ctx is not None:
-            ctx.progress(0, f"Downloading {url}")
+            # The importer's own URL and image: fit for tenants (image.error shows the same).
+            ctx.progress(0, f"Downloading {url}", public=True)
         staged = _download(url, ctx, public_only=public_only)
         if ctx is not None:
-            ctx.progress(92, "Verifying and inspecting the image")
+            ctx.progress(92, "Verifying and inspecting the image", public=True)
         result = _verify_staged(staged, image.disk_format, sha256)
         return _install_staged(image, staged, result)
     except ValidationError as exc:
         message = " ".join(m for msgs in exc.message_dict.values() for m in msgs)
         _mark_image_error(image, message)
-        raise JobFailed(message) from exc
+        raise JobFailed(message, public=True) from exc
     except (ImageRejected, DownloadError) as exc:
         _mark_image_error(image, str(exc))
-        raise JobFailed(str(exc)) from exc
+        raise JobFailed(str(exc), public=True) from exc
     except BaseException as exc:
         _mark_image_error(image, _describe(exc, "The import"))
         raise
