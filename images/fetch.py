@@ -148,18 +148,18 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 def internal_reason(ip: IPAddress) -> str | None:
     """Why a tenant's download must not go to this address, or None when it is public."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        for v4 in _embedded_ipv4(ip):
-            reason = internal_reason(v4)
-            if reason:
-                return f"{reason} (inside an IPv6 address)"
     for kind in ("unspecified", "loopback", "link_local", "private", "multicast", "reserved"):
         if getattr(ip, f"is_{kind}"):
             return kind.replace("_", "-")
     if getattr(ip, "is_site_local", False):
         return "site-local"
     if not ip.is_global:
-        return "non-public"
+        return "not global"
+    if isinstance(ip, ipaddress.IPv6Address):
+        for v4 in _embedded_ipv4(ip):
+            reason = internal_reason(v4)
+            if reason:
+                return f"{reason} IPv4 {v4} inside"
     return None
 
 
@@ -186,7 +186,8 @@ def resolve(target: Target, *, public_only: bool) -> list[IPAddress]:
             if reason:
                 where = str(ip) if target.ip is not None else f"{target.host} resolves to {ip}"
                 raise RefusedURL(
-                    f"{where}, a {reason} address: only administrators may import from those."
+                    f"{where}, which is not a public address ({reason}): only administrators "
+                    "may import from those."
                 )
     return addresses
 
