@@ -228,6 +228,7 @@ def _request(target: Target, *, public_only: bool) -> http.client.HTTPResponse:
         conn.putheader("Host", target.authority)
         conn.putheader("User-Agent", "cloudpanel")
         conn.putheader("Accept-Encoding", "identity")  # the bytes as stored, no decompression
+        conn.putheader("Connection", "close")
         conn.endheaders()
         response = conn.getresponse()
         conn.close()  # the socket now lives as long as the response reading from it
