@@ -111,6 +111,8 @@ tighten_modes() {
         [[ -f $f && ! -L $f ]] && chmod 0600 "$f"
     done
     [[ -d $VAR/redis ]] && chmod 0700 "$VAR/redis"
+    # Nothing of ours in var/ for other users (what root made under umask 022, say).
+    find "$VAR" "$IMAGES" -xdev -user "$(id -u)" ! -type l -perm /o=rwx -exec chmod o-rwx {} +
     return 0
 }
 
