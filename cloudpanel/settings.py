@@ -163,6 +163,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # libvirt: connect timeout per host so one dead host never blocks the others.
 LIBVIRT_CONNECT_TIMEOUT = env.float("LIBVIRT_CONNECT_TIMEOUT", default=10.0)
+# Directories a qemu+unix:///system?socket=PATH host's socket may lie in (hosts.uris).
+LIBVIRT_SOCKET_DIRS = env.list("LIBVIRT_SOCKET_DIRS", default=["/run/libvirt", "/var/run/libvirt"])
 IMAGE_STORE = Path(env.str("IMAGE_STORE", default=str(VAR_DIR / "images")))
 # Under ASGI Django spools each request body to a temporary file before the view runs: keep
 # that on the image store's filesystem, not in a small /tmp.
