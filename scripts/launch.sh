@@ -33,6 +33,8 @@ create_service_user() {
         echo "Creating system user $SERVICE_USER (home $VAR, no login shell)" >&2
         useradd --system --user-group --no-create-home --home-dir "$VAR" \
             --shell /usr/sbin/nologin --comment "cloudpanel service" "$SERVICE_USER"
+    elif [[ $(getent passwd "$SERVICE_USER" | cut -d: -f6) != "$VAR" ]]; then
+        usermod --home "$VAR" "$SERVICE_USER"  # a moved var dir (ssh looks there for .ssh)
     fi
     # libvirtd's read-write socket is for group libvirt (see scripts/start-services.sh).
     # Not kvm: QEMU is started by libvirtd, the panel never opens /dev/kvm.
