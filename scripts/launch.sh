@@ -125,8 +125,8 @@ if [[ $(id -u) -eq 0 ]]; then
     getent passwd "$SERVICE_USER" >/dev/null || command -v useradd >/dev/null \
         || die "useradd is missing (Debian package passwd)"
     create_service_user
-    hand_over
     check_checkout_readable
+    hand_over
     [[ $mode == exec ]] || check_libvirt_access
     echo "Running as user $SERVICE_USER, not root" >&2
     exec "${AS_USER[@]}" "$0" "$@"
