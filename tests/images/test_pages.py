@@ -82,7 +82,7 @@ def test_list_filters(admin_browser, default_project):
 def test_static_script_is_served(admin_browser):
     response = admin_browser.get("/static/js/images.js")
     assert response.status_code == 200
-    body = b"".join(response.streaming_content).decode()
+    body = b"".join(response).decode()  # sync or async file iterator alike
     assert "upload.onprogress" in body and "XMLHttpRequest" in body
 
 
