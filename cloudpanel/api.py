@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import reverse
 from rest_framework import status
@@ -12,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from cloudpanel.jobs.services import JobConflict
+from cloudpanel.parsers import too_large
 from cloudpanel.virt import HostUnreachable, NotFound, OperationInvalid, VirtError
 
 
@@ -60,6 +62,13 @@ def exception_handler(exc, context):
         return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, VirtError):
         return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own body limit, met when the body was read before DRF parsed it.
+        return Response({"detail": too_large()}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    # Anything else unknown is re-raised by DRF: the project's handler500 logs it and
+    # answers {"detail": "Internal server error"} under /api/, without a trace.
     return drf_exception_handler(exc, context)
 
 

@@ -1,9 +1,9 @@
 """/api/v1/: one router for every resource; each app registers its own viewsets."""
 
 from django.urls import include, path
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
+from cloudpanel.auth import obtain_auth_token
 from cloudpanel.jobs.api.views import JobViewSet
 from cloudpanel.projects.api import ProjectViewSet
 from hosts.api.views import HostViewSet

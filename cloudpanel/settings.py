@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -12,8 +13,9 @@ VAR_DIR = Path(environ.Env().str("CLOUDPANEL_VAR_DIR", default=str(BASE_DIR / "v
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env(
-    DEBUG=(bool, True),
-    ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost", "testserver"]),
+    # Off unless asked for (`make dev` or DEBUG=true): the debug pages show settings and source.
+    DEBUG=(bool, False),
+    ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
     CSRF_TRUSTED_ORIGINS=(list, []),
 )
 
@@ -21,16 +23,35 @@ DEBUG = env("DEBUG")
 
 
 def _secret_key() -> str:
-    """Production must set SECRET_KEY; development generates one once into var/."""
+    """SECRET_KEY from the environment, else one generated once into var/secret_key (0600).
+
+    CLOUDPANEL_REQUIRE_SECRET_KEY=true refuses the generated key, for deployments whose
+    processes run on several machines and must share one key.
+    """
     if key := env.str("SECRET_KEY", default=""):
         return key
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    if env.bool("CLOUDPANEL_REQUIRE_SECRET_KEY", default=False):
+        raise ImproperlyConfigured("SECRET_KEY must be set (CLOUDPANEL_REQUIRE_SECRET_KEY)")
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    try:
+        if not path.exists():
+            # Written whole to a private temporary file, then linked into place: the key is
+            # never readable by others, and processes starting together agree on one key.
+            tmp = path.with_name(f".secret_key.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(50))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and {path} cannot be created or read: {exc}"
+        ) from exc
 
 
 SECRET_KEY = _secret_key()
@@ -53,6 +74,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "servestatic",
+    "axes",
     "cloudpanel",
     "cloudpanel.projects",
     "cloudpanel.jobs",
@@ -67,11 +89,13 @@ MIDDLEWARE = [
     # sync iterator made Django warn and buffer through sync_to_async).
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "cloudpanel.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a locked-out sign-in into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "cloudpanel.urls"
@@ -107,6 +131,21 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # test run, so that parallel runs never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Sign-in throttling (cloudpanel/auth.py says why these limits): axes refuses locked-out
+# sign-ins before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "cloudpanel.auth.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], ["ip_address"]]  # order: see the handler
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)  # one username, one address
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=20)  # any username
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "cloudpanel.auth.lockout_response"
+AXES_VERBOSE = False  # no banner at every process start
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -182,11 +221,19 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Bounded JSON (size and depth); the form parsers are DRF's.
+    "DEFAULT_PARSER_CLASSES": [
+        "cloudpanel.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "cloudpanel.api.exception_handler",
+    # The token endpoint's rate per client address, on top of the lockout (per process).
+    "DEFAULT_THROTTLE_RATES": {"auth": env.str("API_TOKEN_RATE", default="20/minute")},
 }
 
 SPECTACULAR_SETTINGS = {
@@ -204,9 +251,18 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # axes says every sign-in at INFO; its failures and lockouts are warnings.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
-    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+# TLS: behind an https proxy (SECURE_COOKIES=true, or an https entry in
+# CSRF_TRUSTED_ORIGINS) cookies are sent over https only, HSTS is on and the proxy's
+# X-Forwarded-Proto is trusted (the proxy must set it). Off by default, so that `make run`
+# works on plain http://127.0.0.1:8000.
+SECURE_COOKIES = env.bool(
+    "SECURE_COOKIES", default=any(o.startswith("https://") for o in CSRF_TRUSTED_ORIGINS)
+)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+if SECURE_COOKIES:
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

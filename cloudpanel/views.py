@@ -1,5 +1,8 @@
 from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import render
+from django.urls import Resolver404, resolve
+from django.views import defaults
 
 from cloudpanel.jobs.selectors import jobs_visible_to
 from cloudpanel.projects.access import is_admin
@@ -45,3 +48,46 @@ def _memberships(user):
     return list(
         Membership.objects.filter(user=user).select_related("project").order_by("project__name")
     )
+
+
+# ---- error pages: JSON under /api/, the layout elsewhere, never debug information ----------
+
+
+def _is_api(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def bad_request(request, exception):
+    if _is_api(request):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if _is_api(request):
+        detail = "You do not have permission to perform this action."
+        return JsonResponse({"detail": detail}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request, exception):
+    if _is_api(request):
+        return JsonResponse({"detail": _api_not_found_detail(request.path_info)}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if _is_api(request):
+        return JsonResponse({"detail": "Internal server error"}, status=500)
+    return defaults.server_error(request)
+
+
+def _api_not_found_detail(path: str) -> str:
+    if not path.endswith("/"):
+        try:
+            resolve(path + "/")
+        except Resolver404:
+            pass
+        else:
+            return f"Not found. API paths end with a slash: {path}/"
+    return "Not found."

@@ -28,6 +28,14 @@ SCREENSHOT_DIR = Path(os.environ.get("CLOUDPANEL_SCREENSHOT_DIR", "/tmp"))
 
 
 @pytest.fixture(autouse=True)
+def _testserver_host(settings):
+    """The test client's Host, which the default ALLOWED_HOSTS omit (Django's test setup adds
+    it too; explicit here so no test depends on the production default)."""
+    if "testserver" not in settings.ALLOWED_HOSTS:
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+
+
+@pytest.fixture(autouse=True)
 def _media_and_store(settings, tmp_path):
     """Each test gets its own image store so files never leak between tests."""
     settings.IMAGE_STORE = tmp_path / "image-store"

@@ -4,10 +4,11 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from cloudpanel.api import drf_validation_errors, job_accepted
+from cloudpanel.parsers import JSONParser
 from cloudpanel.projects.access import is_admin
 
 from .. import services
