@@ -57,18 +57,13 @@ class InstanceSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_fields(self):
-        # Once per serializer (a list shares its child's), not per row.
-        fields = super().get_fields()
-        if not access.sees_infrastructure(viewer(self)):
-            for name in self.ADMIN_ONLY:
-                fields.pop(name, None)
-        return fields
-
     def to_representation(self, instance):
+        # Dropped here, not in get_fields, so the OpenAPI schema still documents them.
         data = super().to_representation(instance)
         user = viewer(self)
         if not access.sees_infrastructure(user):
+            for name in self.ADMIN_ONLY:
+                data.pop(name, None)
             data["state_reason"] = access.instance_reason_for(user, instance)
         return data
 
