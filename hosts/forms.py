@@ -30,7 +30,8 @@ class HostForm(forms.Form):
         label="libvirt URI",
         max_length=500,
         help_text="qemu:///system, qemu+ssh://user@host/system, qemu+tls://host/system, "
-        "qemu+tcp://host:16509/system or test:///default.",
+        "qemu+tcp://host:16509/system, qemu+unix:///system?socket=PATH or test:///default. "
+        "Parameters that name programs or files (command, netcat, keyfile, ...) are refused.",
         widget=forms.TextInput(attrs={"placeholder": "qemu+ssh://root@kvm1.example/system"}),
     )
     console_address = forms.CharField(

@@ -1,11 +1,12 @@
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
 from cloudpanel.projects.models import name_validator
 
-from .uris import transport_of, validate_uri
+from .uris import canonical_uri, transport_of, validate_uri
 
 
 class Host(models.Model):
@@ -60,6 +61,13 @@ class Host(models.Model):
     def save(self, *args, **kwargs):
         self.transport = transport_of(self.uri)
         super().save(*args, **kwargs)
+
+    def clean(self):
+        # Store only the URI rebuilt from the validated fields, never the string as typed.
+        try:
+            self.uri = canonical_uri(self.uri)
+        except ValidationError:
+            pass  # already reported by the field's validator
 
     @property
     def has_ssh_key(self) -> bool:

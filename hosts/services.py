@@ -7,14 +7,16 @@ import re
 from dataclasses import asdict
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from cloudpanel import crypto, virt
 from cloudpanel.api import Conflict
 
+from . import keys
 from .models import Host, HostEvent
-from .uris import default_console_address
+from .uris import HostURI, default_console_address, parse_host_uri
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,38 @@ def explain(error: Exception) -> str:
     return message
 
 
-def connection_uri(host: Host) -> str:
-    """The URI the virt layer opens: the stored one plus a key file for SSH hosts."""
-    if host.transport != "ssh" or not host.has_ssh_key:
-        return host.uri
-    from .keys import key_file_for
+def host_uri(host: Host) -> HostURI:
+    """The host's stored URI, validated again: a row saved under older rules gets no pass."""
+    try:
+        return parse_host_uri(host.uri)
+    except ValidationError as exc:
+        raise virt.VirtError(
+            f"The URI stored for host {host.name} is not accepted any more: "
+            f"{' '.join(exc.messages)} Edit the host's URI."
+        ) from exc
 
-    separator = "&" if "?" in host.uri else "?"
-    return f"{host.uri}{separator}keyfile={key_file_for(host)}&no_tty=1"
+
+def _connection_uri(host: Host, *, write_key: bool) -> str:
+    parsed = host_uri(host)
+    if parsed.transport != "ssh" or not host.has_ssh_key:
+        return parsed.uri
+    path = keys.ensure_key(host) if write_key else keys.key_path(host.pk)
+    return parsed.format((("keyfile", str(path)), ("no_tty", "1")))
+
+
+def connection_uri(host: Host) -> str:
+    """The URI the virt layer opens: the rebuilt, validated one, plus the panel's own
+    parameters (the key file of an SSH host). A read: the key file is written only if it
+    is missing; raises virt.VirtError if the stored URI is no longer valid."""
+    return _connection_uri(host, write_key=True)
+
+
+def _pooled_uri(host: Host) -> str | None:
+    """The URI the pool may hold a connection under, without touching any file."""
+    try:
+        return _connection_uri(host, write_key=False)
+    except virt.VirtError:
+        return None
 
 
 def _set_status(host: Host, status: str, message: str = "") -> None:
@@ -109,24 +135,28 @@ def host_create(
     ):
         if value is not None:
             setattr(host, field, Decimal(str(value)))
-    host.full_clean()
+    host.full_clean()  # also rebuilds host.uri from the validated fields (Host.clean)
     host.save()
+    if host.has_ssh_key:
+        keys.write_key(host)
     if sync:
         host_sync(host=host)
     return host
 
 
 def host_update(*, host: Host, ssh_private_key: str | None = None, **fields) -> Host:
-    old_uri = connection_uri(host)
-    uri_changed = "uri" in fields and fields["uri"] != host.uri
+    old_uri, old_pooled = host.uri, _pooled_uri(host)
     for field, value in fields.items():
         setattr(host, field, value)
     if ssh_private_key is not None:
         host.ssh_private_key_encrypted = crypto.encrypt(ssh_private_key)
     host.full_clean()
     host.save()
-    if uri_changed:
-        virt.get_pool().close(old_uri)  # only this host's connection; the others stay open
+    if ssh_private_key is not None:
+        keys.write_key(host)  # the new key, or no file at all when the key was cleared
+    if host.uri != old_uri:
+        if old_pooled:
+            virt.get_pool().close(old_pooled)  # only this host's connection
         host_sync(host=host)
     return host
 
@@ -137,8 +167,8 @@ def host_sync(*, host: Host) -> Host:
     Bounded by the connect timeout: an unreachable host ends in 'error' (never reached) or
     'offline' (seen before) with advice, never in a hang.
     """
-    uri = connection_uri(host)
     try:
+        uri = connection_uri(host)
         info = virt.host_info(uri)
         pools = virt.storage_pools(uri)
         nets = virt.networks(uri)
@@ -182,5 +212,8 @@ def host_delete(*, host: Host) -> None:
         raise Conflict(
             f"Host {host.name} still has {count} instance(s); move or delete them first."
         )
+    host_id, pooled = host.pk, _pooled_uri(host)
     host.delete()
-    virt.get_pool().close(connection_uri(host))
+    keys.remove_key(host_id)  # the decrypted key leaves with its host
+    if pooled:
+        virt.get_pool().close(pooled)

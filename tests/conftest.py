@@ -104,8 +104,16 @@ def lab():
     base = Path(tempfile.mkdtemp(prefix="cloudpanel-lab-"))
     the_lab = Lab()
     the_lab.start(n_hosts=2, kvm=[True, False], base_dir=base)
+    # The panel opens unix sockets only under LIBVIRT_SOCKET_DIRS: add the lab's (and pass
+    # them on to worker processes through the environment).
+    from django.conf import settings
+
+    dirs = [*settings.LIBVIRT_SOCKET_DIRS, *(str(h.socket_path.parent) for h in the_lab.hosts)]
     try:
-        yield the_lab
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(settings, "LIBVIRT_SOCKET_DIRS", dirs)
+            mp.setenv("LIBVIRT_SOCKET_DIRS", ",".join(dirs))
+            yield the_lab
     finally:
         the_lab.stop()
 
