@@ -129,7 +129,7 @@ if [[ $(id -u) -eq 0 ]]; then
     hand_over
     [[ $mode == exec ]] || check_libvirt_access
     echo "Running as user $SERVICE_USER, not root" >&2
-    exec "${AS_USER[@]}" "$0" "$@"
+    exec "${AS_USER[@]}" "$ROOT/scripts/launch.sh" "$@"
 fi
 
 if [[ $mode == exec ]]; then
