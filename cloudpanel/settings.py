@@ -234,6 +234,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "cloudpanel.api.exception_handler",
     # The token endpoint's rate per client address, on top of the lockout (per process).
     "DEFAULT_THROTTLE_RATES": {"auth": env.str("API_TOKEN_RATE", default="20/minute")},
+    # The client address is REMOTE_ADDR (uvicorn rewrites it for trusted proxies only);
+    # DRF would otherwise take any X-Forwarded-For a client sends.
+    "NUM_PROXIES": 0,
 }
 
 SPECTACULAR_SETTINGS = {

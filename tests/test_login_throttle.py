@@ -126,9 +126,24 @@ def test_token_endpoint_locks_out_with_a_json_429(member_user, settings):
     assert _token("alice", "pw-alice-123", address="127.0.0.2").status_code == 200
 
 
+def test_a_forged_forwarded_for_header_changes_nothing(member_user, settings):
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        APIClient().post(TOKEN_URL, {"username": "alice", "password": "wrong"}, format="json",
+                         HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")
+    response = APIClient().post(
+        TOKEN_URL, {"username": "alice", "password": "pw-alice-123"}, format="json",
+        HTTP_X_FORWARDED_FOR="203.0.113.99",
+    )
+    assert response.status_code == 429 and LOCKED in response.json()["detail"]
+
+
 def test_token_endpoint_has_a_rate_per_address(member_user):
-    """On top of the lockout: requests that never reach a password check count too."""
-    responses = [APIClient().post(TOKEN_URL, {}, format="json") for _ in range(20)]
+    """On top of the lockout: requests that never reach a password check count too, whatever
+    X-Forwarded-For a client sends."""
+    responses = [
+        APIClient().post(TOKEN_URL, {}, format="json", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+        for n in range(20)
+    ]
     assert {r.status_code for r in responses} == {400}
     response = APIClient().post(TOKEN_URL, {}, format="json")
     assert response.status_code == 429
