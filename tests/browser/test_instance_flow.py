@@ -217,8 +217,9 @@ def test_member_sees_only_their_projects_instances(
     row.get_by_role("link", name="a-web").click()
     expect(page.locator("h1")).to_contain_text("a-web")
     expect(page.get_by_role("button", name="Stop", exact=True)).to_be_visible()
-    # A member sees the host's name but gets no link to the admin-only host page.
-    expect(page.locator("dl.kv")).to_contain_text(test_host.name)
+    # Hosts are for admins: a member gets an opaque host key, never the host's name or URI.
+    expect(page.locator("dl.kv")).to_contain_text("Host key")
+    assert test_host.name not in page.content() and test_host.uri not in page.content()
     expect(page.locator("dl.kv a")).to_have_count(0)
 
     response = page.goto(f"{asgi_url}/instances/{theirs.pk}/")
