@@ -23,14 +23,14 @@ def _fast_hashes_and_fresh_rates(settings):
 
 
 def _login(client, username, password, address="127.0.0.1"):
-    return client.post(
-        "/login/", {"username": username, "password": password}, REMOTE_ADDR=address
-    )
+    return client.post("/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
 
 
 def _token(username, password, address="127.0.0.1"):
     return APIClient().post(
-        TOKEN_URL, {"username": username, "password": password}, format="json",
+        TOKEN_URL,
+        {"username": username, "password": password},
+        format="json",
         REMOTE_ADDR=address,
     )
 
@@ -128,10 +128,16 @@ def test_token_endpoint_locks_out_with_a_json_429(member_user, settings):
 
 def test_a_forged_forwarded_for_header_changes_nothing(member_user, settings):
     for n in range(settings.AXES_FAILURE_LIMIT):
-        APIClient().post(TOKEN_URL, {"username": "alice", "password": "wrong"}, format="json",
-                         HTTP_X_FORWARDED_FOR=f"203.0.113.{n}")
+        APIClient().post(
+            TOKEN_URL,
+            {"username": "alice", "password": "wrong"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{n}",
+        )
     response = APIClient().post(
-        TOKEN_URL, {"username": "alice", "password": "pw-alice-123"}, format="json",
+        TOKEN_URL,
+        {"username": "alice", "password": "pw-alice-123"},
+        format="json",
         HTTP_X_FORWARDED_FOR="203.0.113.99",
     )
     assert response.status_code == 429 and LOCKED in response.json()["detail"]
@@ -162,7 +168,8 @@ async def test_lockout_under_asgi(member_user, settings):
     response = await client.post("/login/", {"username": "alice", "password": "pw-alice-123"})
     assert response.status_code == 429 and LOCKED in response.content.decode()
     response = await client.post(
-        TOKEN_URL, {"username": "alice", "password": "pw-alice-123"},
+        TOKEN_URL,
+        {"username": "alice", "password": "pw-alice-123"},
         content_type="application/json",
     )
     assert response.status_code == 429 and LOCKED in response.json()["detail"]

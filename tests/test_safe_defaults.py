@@ -15,16 +15,27 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 SETTINGS_SHOWN = (
-    "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
-    "SECURE_HSTS_SECONDS", "SECURE_PROXY_SSL_HEADER",
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_PROXY_SSL_HEADER",
 )
 TRACE_MARKER = "api-view-exploded-7c1e"
 
 
 def _settings_in_a_clean_environment(var_dir, **extra) -> dict:
     """The settings a fresh process gets from an environment without any of ours."""
-    ours = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "SECURE_COOKIES",
-            "CLOUDPANEL_REQUIRE_SECRET_KEY")
+    ours = (
+        "DEBUG",
+        "SECRET_KEY",
+        "ALLOWED_HOSTS",
+        "CSRF_TRUSTED_ORIGINS",
+        "SECURE_COOKIES",
+        "CLOUDPANEL_REQUIRE_SECRET_KEY",
+    )
     env = {k: v for k, v in os.environ.items() if k not in ours}
     env.update(CLOUDPANEL_VAR_DIR=str(var_dir), **extra)
     code = (
@@ -95,8 +106,11 @@ def test_api_write_without_trailing_slash_is_not_a_500_in_debug_either(admin_use
 
 
 def test_deeply_nested_json_is_a_clear_400(api_client, anon_client):
-    for client, url in ((api_client, "/api/v1/hosts/"), (anon_client, "/api/v1/auth/token/"),
-                        (api_client, "/api/v1/images/")):
+    for client, url in (
+        (api_client, "/api/v1/hosts/"),
+        (anon_client, "/api/v1/auth/token/"),
+        (api_client, "/api/v1/images/"),
+    ):
         response = client.post(url, "[" * 10000, content_type="application/json")
         assert response.status_code == 400, url
         assert "nested too deeply" in response.json()["detail"]
