@@ -51,6 +51,14 @@ ALLOWED_PARAMS: dict[str, dict[str, frozenset[str] | None]] = {
     "test": {},
 }
 PANEL_PARAMS = {"keyfile", "no_tty"}
+# Every parameter libvirt's remote driver reads (src/remote/remote_driver.c, doRemoteOpen).
+REMOTE_DRIVER_PARAMS = {
+    "name", "command", "socket", "auth", "sshauth", "netcat", "keyfile", "pkipath",
+    "known_hosts", "known_hosts_verify", "tls_priority", "mode", "proxy", "no_sanity",
+    "no_verify", "no_tty", "authfile",
+}  # fmt: skip
+# The test driver ignores parameters; tests use them to tell several test hosts apart.
+_TEST_VALUE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 QEMU_PATHS = ("/system", "/session")
 
 USAGE = (
@@ -312,6 +320,13 @@ def _check_params(parsed: ParsedURI, transport: str) -> tuple[tuple[str, str], .
         key = name.lower()  # libvirt compares parameter names case-insensitively
         if not _PARAM_NAME.fullmatch(key):
             raise ValidationError(f"Invalid URI parameter name {name!r}.")
+        if key in seen:
+            raise ValidationError(f"The URI parameter {key} is given more than once.")
+        if transport == "test" and key not in REMOTE_DRIVER_PARAMS:
+            if not _TEST_VALUE.fullmatch(value):
+                raise ValidationError("A test URI parameter's value is letters, digits, '._-'.")
+            seen[key] = value
+            continue
         if key not in allowed:
             if key in PANEL_PARAMS:
                 raise ValidationError(f"The URI parameter {key} is set by the panel itself.")
@@ -319,8 +334,6 @@ def _check_params(parsed: ParsedURI, transport: str) -> tuple[tuple[str, str], .
             raise ValidationError(
                 f"The URI parameter {key} is not allowed here (allowed for this transport: {what})."
             )
-        if key in seen:
-            raise ValidationError(f"The URI parameter {key} is given more than once.")
         if not value or not _SANE.fullmatch(value):
             raise ValidationError(
                 f"The value of {key} is empty or has spaces, control or non-ASCII characters."
@@ -355,9 +368,10 @@ def parse_host_uri(uri: str) -> HostURI:
     if parsed.fragment is not None:
         raise ValidationError("A libvirt URI has no '#fragment'.")
     if transport == "test":
-        if parsed.authority or parsed.path != "/default" or parsed.query is not None:
+        if parsed.authority or parsed.path != "/default":
             raise ValidationError("A test driver URI is test:///default.")
-        return _rebuilt(HostURI(scheme="test", path="/default"))
+        params = _check_params(parsed, transport)
+        return _rebuilt(HostURI(scheme="test", path="/default", params=params))
     if parsed.path not in QEMU_PATHS:
         raise ValidationError("The path of a QEMU URI must be /system or /session.")
     user, server, port = None, None, 0

@@ -40,6 +40,7 @@ ACCEPTED = [
         f"qemu+unix:///system?socket={SOCK}",
     ),
     ("test:///default", "test:///default"),
+    ("test:///default?x=1", "test:///default?x=1"),  # ignored by the test driver
 ]
 
 REFUSED = [
@@ -167,7 +168,10 @@ REFUSED = [
     "qemu+ssh://h/system?#",
     "qemu+ssh://h/system?no_verify=1#;command=/tmp/x",
     "test:///etc/passwd",
-    "test:///default?x=1",
+    "test:///default?command=/tmp/x",
+    "test:///default?x=1;socket=/tmp/evil",
+    "test:///default?x=1%3B",
+    "test:///default?x=1&x=2",
     "test://h/default",
     "test:/default",
     # sizes
