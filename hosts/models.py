@@ -3,6 +3,8 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from cloudpanel.projects.models import name_validator
 
@@ -101,3 +103,11 @@ class HostEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host}: {self.from_status} -> {self.to_status}"
+
+
+@receiver(post_delete, sender=Host)
+def _remove_key_file(sender, instance, **kwargs):
+    # However a host goes (service, admin, bulk delete), its decrypted SSH key goes with it.
+    from .keys import remove_key
+
+    remove_key(instance.pk)

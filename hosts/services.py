@@ -212,8 +212,7 @@ def host_delete(*, host: Host) -> None:
         raise Conflict(
             f"Host {host.name} still has {count} instance(s); move or delete them first."
         )
-    host_id, pooled = host.pk, _pooled_uri(host)
-    host.delete()
-    keys.remove_key(host_id)  # the decrypted key leaves with its host
+    pooled = _pooled_uri(host)  # before the delete: it needs the host's id
+    host.delete()  # the key file goes with the row (Host's post_delete)
     if pooled:
         virt.get_pool().close(pooled)

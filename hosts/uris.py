@@ -285,6 +285,8 @@ def _check_server(raw: str) -> str:
 
 def _check_authority(parsed: ParsedURI, transport: str) -> tuple[str | None, str | None, int]:
     """(user, server, port) of a remote URI, from its raw authority."""
+    if (parsed.user or "").startswith("-") or (parsed.server or "").startswith("-"):
+        raise ValidationError("The user and host may not start with '-' (ssh reads an option).")
     m = _AUTHORITY.fullmatch(parsed.authority or "")
     if m is None:
         if not parsed.server:

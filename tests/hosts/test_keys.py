@@ -72,3 +72,8 @@ def test_no_key_file_is_ever_named_after_a_missing_id(db, keys_dir):
     with pytest.raises(ValueError, match="id"):
         connection_uri(unsaved)
     assert not (keys_dir / "host-None").exists()
+
+
+def test_a_bulk_delete_removes_the_key_too(ssh_host, keys_dir):
+    Host.objects.filter(pk=ssh_host.pk).delete()  # as the Django admin's bulk action does
+    assert list(keys_dir.iterdir()) == []
