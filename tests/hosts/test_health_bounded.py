@@ -139,3 +139,76 @@ def test_a_host_still_being_checked_is_skipped(transactional_db, monkeypatch):
     again = tasks.start_checks([host.pk])
     assert len(again) == 1
     again[0].result()
+
+
+class GatedRelay:
+    """127.0.0.1:PORT relays to a real libvirtd, but holds every client until opened."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.gate = threading.Event()
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        self.gate.wait()
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.sockets.append(upstream)
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.gate.set()
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.mark.libvirt
+@pytest.mark.parametrize("closed_meanwhile", [False, True])
+def test_a_late_connection_is_kept_or_closed(lab, short_timeout, closed_meanwhile):
+    relay = GatedRelay(lab.hosts[0].tcp_port)
+    uri = f"qemu+tcp://127.0.0.1:{relay.port}/system"
+    pool = virt.get_pool()
+    try:
+        with pytest.raises(virt.HostUnreachable, match="Timed out"):
+            pool.get(uri)  # the daemon is held back: our wait ends, libvirt's open goes on
+        helper = next(t for t in threading.enumerate() if t.name == f"libvirt-open {uri}")
+        if closed_meanwhile:
+            pool.close(uri)  # e.g. the host was deleted or its URI changed
+        relay.gate.set()
+        helper.join(timeout=60)
+        assert not helper.is_alive() and pool.pending(uri) is None
+        if closed_meanwhile:
+            assert uri not in pool._conns  # nobody wants it: closed, not leaked
+        else:
+            conn = pool._conns[uri]  # kept: the next health check finds it open
+            assert pool.get(uri) is conn and conn.getLibVersion() > 0
+    finally:
+        pool.close(uri)
+        relay.close()
