@@ -20,9 +20,27 @@ _INTERNAL_PREFIXES = ("cloudpanel-kvm-probe-",)
 
 def instances_for_user(user) -> QuerySet[Instance]:
     qs = Instance.objects.select_related(
-        "host", "flavor", "image", "project", "current_job", "owner"
+        "host", "flavor", "image", "project", "current_job__requested_by", "owner"
     )
     return access.scope_to_user(qs, user)
+
+
+# What a list shows of each related row. The rest stays in the database: the host's
+# capabilities, pools and networks were decoded from JSON on every row, for nothing.
+_LIST_RELATED_FIELDS = (
+    "host__name",
+    "flavor__name",
+    "image__name",
+    "project__name",
+    "owner__username",
+)
+
+
+def instance_list_for_user(user) -> QuerySet[Instance]:
+    """instances_for_user for lists (the API's): every instance field, the names of its
+    related rows and its whole current job. Not for code that goes on to use the host."""
+    own = [field.name for field in Instance._meta.concrete_fields]
+    return instances_for_user(user).only(*own, *_LIST_RELATED_FIELDS)
 
 
 def flavors() -> QuerySet[Flavor]:

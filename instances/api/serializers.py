@@ -20,7 +20,8 @@ class InstanceSerializer(serializers.ModelSerializer):
 
     ADMIN_ONLY = ("host", "host_name", "domain_name", "volumes")
 
-    job = serializers.SerializerMethodField()
+    # A nested field, not a method building a JobSerializer per row: its fields are made once.
+    job = JobSerializer(source="current_job", read_only=True, allow_null=True)
     host_key = serializers.SerializerMethodField()
     host_name = serializers.CharField(source="host.name", read_only=True, default=None)
     flavor_name = serializers.CharField(source="flavor.name", read_only=True)
@@ -69,10 +70,6 @@ class InstanceSerializer(serializers.ModelSerializer):
 
     def get_host_key(self, obj) -> str:
         return access.host_key(obj.host_id, obj.project_id)
-
-    def get_job(self, obj) -> dict | None:
-        job = obj.current_job
-        return JobSerializer(job, context=self.context).data if job is not None else None
 
 
 class InstanceCreateSerializer(serializers.Serializer):

@@ -76,6 +76,8 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
+        if self.action == "list":
+            return selectors.instance_list_for_user(self.request.user)
         return selectors.instances_for_user(self.request.user)
 
     def _fresh(self, instance):

@@ -1,0 +1,106 @@
+"""What a list request costs in queries: a fixed number, whatever the rows hold (running
+jobs, owners, hosts), for admins and tenants alike. A query per row crept in once (the
+requester of each instance's current job); these counts catch the next one."""
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from cloudpanel.jobs.models import Job
+from cloudpanel.projects.models import Membership, Project
+from hosts.models import Host
+from images.models import Image
+from instances.models import Flavor, Instance
+
+pytestmark = pytest.mark.django_db
+
+GIB = 1024**3
+
+
+def make_fleet(project, other, owner, instances: int, running: int) -> None:
+    caps = {"cpus": 32, "memory_bytes": 128 * GIB, "kvm": True, "arch": "x86_64"}
+    pools = [{"name": "default", "active": True, "capacity_bytes": 2000 * GIB}]
+    hosts = Host.objects.bulk_create(
+        Host(name=f"hv{i}", uri=f"qemu+tcp://127.0.0.1:{21000 + i}/system", transport="tcp",
+             status="online", capabilities=caps, storage_pools=pools)
+        for i in range(5)
+    )  # fmt: skip
+    flavor = Flavor.objects.create(name="small", vcpus=2, ram_mib=2048, disk_gib=20)
+    image = Image.objects.create(
+        name="cirros", disk_format="qcow2", project=project, status="active"
+    )
+    rows = Instance.objects.bulk_create(
+        Instance(name=f"vm{i}", project=(project, other)[i % 2], owner=owner, flavor=flavor,
+                 image=image, host=hosts[i % 5], domain_name=f"cp-{i}", state="running")
+        for i in range(instances)
+    )  # fmt: skip
+    for instance in rows[:running]:
+        job = Job.objects.create(
+            kind="instance.reboot", target_type="instance", target_id=instance.pk,
+            target_name=instance.name, status="running", requested_by=owner,
+            project=instance.project,
+        )  # fmt: skip
+        Instance.objects.filter(pk=instance.pk).update(current_job=job)
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.mark.parametrize("size", [(4, 2), (40, 20)])
+def test_instance_list_costs_three_queries_for_an_admin(
+    admin_user, default_project, django_assert_num_queries, size
+):
+    make_fleet(default_project, Project.objects.create(name="other"), admin_user, *size)
+    client = token_client(admin_user)
+    # The token and its user, the page's count, the page with every related name and job.
+    with django_assert_num_queries(3):
+        response = client.get("/api/v1/instances/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == size[0]
+    with_job = [row for row in body["results"] if row["job"]]
+    assert len(with_job) == size[1]
+    assert {row["job"]["requested_by"] for row in with_job} == {admin_user.username}
+    assert all(
+        row["host_name"] and row["flavor_name"] == "small" and row["image_name"] == "cirros"
+        for row in body["results"]
+    )
+
+
+@pytest.mark.parametrize("size", [(4, 2), (40, 20)])
+def test_instance_list_costs_a_fixed_number_for_a_tenant(
+    member_user, default_project, django_assert_num_queries, size
+):
+    Membership.objects.create(user=member_user, project=default_project, role="member")
+    make_fleet(default_project, Project.objects.create(name="other"), member_user, *size)
+    client = token_client(member_user)
+    # The token and its user, the memberships, the count, the page.
+    with django_assert_num_queries(4):
+        response = client.get("/api/v1/instances/")
+    assert response.status_code == 200
+    assert response.json()["count"] == size[0] // 2
+
+
+@pytest.mark.parametrize("size", [(4, 2), (40, 20)])
+def test_overview_costs_four_queries(
+    client, admin_user, default_project, django_assert_num_queries, size
+):
+    make_fleet(default_project, Project.objects.create(name="other"), admin_user, *size)
+    client.force_login(admin_user)
+    # The session, its user, the recent jobs, the hosts with their allocation.
+    with django_assert_num_queries(4):
+        response = client.get("/")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/api/v1/hosts/", "/api/v1/jobs/", "/api/v1/images/"])
+def test_other_lists_cost_three_queries(
+    admin_user, default_project, django_assert_num_queries, url
+):
+    make_fleet(default_project, Project.objects.create(name="other"), admin_user, 40, 20)
+    client = token_client(admin_user)
+    with django_assert_num_queries(3):
+        assert client.get(url).status_code == 200
