@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from cloudpanel import virt
 from cloudpanel.jobs.models import Job
@@ -18,29 +18,29 @@ from .models import Flavor, Instance
 _INTERNAL_PREFIXES = ("cloudpanel-kvm-probe-",)
 
 
+# The names the API shows of an instance's related rows, read by the same query.
+_RELATED_NAMES = {
+    "host_name": F("host__name"),
+    "flavor_name": F("flavor__name"),
+    "image_name": F("image__name"),
+    "project_name": F("project__name"),
+    "owner_name": F("owner__username"),
+}
+
+
 def instances_for_user(user) -> QuerySet[Instance]:
     qs = Instance.objects.select_related(
         "host", "flavor", "image", "project", "current_job__requested_by", "owner"
-    )
+    ).annotate(**_RELATED_NAMES)
     return access.scope_to_user(qs, user)
 
 
-# What a list shows of each related row. The rest stays in the database: the host's
-# capabilities, pools and networks were decoded from JSON on every row, for nothing.
-_LIST_RELATED_FIELDS = (
-    "host__name",
-    "flavor__name",
-    "image__name",
-    "project__name",
-    "owner__username",
-)
-
-
 def instance_list_for_user(user) -> QuerySet[Instance]:
-    """instances_for_user for lists (the API's): every instance field, the names of its
-    related rows and its whole current job. Not for code that goes on to use the host."""
-    own = [field.name for field in Instance._meta.concrete_fields]
-    return instances_for_user(user).only(*own, *_LIST_RELATED_FIELDS)
+    """instances_for_user for lists (the API's): the related rows' names and the current
+    job, without building the related rows themselves (the host's capabilities, pools and
+    networks were decoded from JSON on every row, for nothing)."""
+    qs = Instance.objects.select_related("current_job__requested_by").annotate(**_RELATED_NAMES)
+    return access.scope_to_user(qs, user)
 
 
 def flavors() -> QuerySet[Flavor]:

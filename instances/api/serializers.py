@@ -23,11 +23,12 @@ class InstanceSerializer(serializers.ModelSerializer):
     # A nested field, not a method building a JobSerializer per row: its fields are made once.
     job = JobSerializer(source="current_job", read_only=True, allow_null=True)
     host_key = serializers.SerializerMethodField()
-    host_name = serializers.CharField(source="host.name", read_only=True, default=None)
-    flavor_name = serializers.CharField(source="flavor.name", read_only=True)
-    image_name = serializers.CharField(source="image.name", read_only=True, default=None)
-    project_name = serializers.CharField(source="project.name", read_only=True)
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Names of related rows: annotations of the instances' selectors, no related row built.
+    host_name = serializers.CharField(read_only=True, allow_null=True)
+    flavor_name = serializers.CharField(read_only=True)
+    image_name = serializers.CharField(read_only=True, allow_null=True)
+    project_name = serializers.CharField(read_only=True)
+    owner = serializers.CharField(source="owner_name", read_only=True, allow_null=True)
 
     class Meta:
         model = Instance
