@@ -3,18 +3,23 @@
 Access is decided when the socket opens and checked again on every event against the
 socket's cached view of the user (admin or the projects they see). The cache is refreshed
 when the user's access changes (a membership removed, staff or active status changed: the
-`user.<id>` group gets an "access.changed" message, see cloudpanel.projects.services) and at
-least every RECHECK_SECONDS in case such a message was lost. A socket that lost access is
-closed; the browser reconnects and gets what the user may see now.
+`user.<id>` group gets an "access.changed" message, see cloudpanel.projects.services; a
+sign-out or password change sends it too) and at least every RECHECK_SECONDS in case such a
+message was lost. Each check also reads the socket's session afresh: a signed-out or
+rotated session ends the socket. A socket that lost access is closed; the browser
+reconnects and gets what the user may see now.
 """
 
 from __future__ import annotations
 
 import time
+from importlib import import_module
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
 from cloudpanel.projects.access import job_event_visible, visible_project_ids
 
@@ -42,6 +47,8 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_SIGNED_OUT)
             return
         self.user_id = user.pk
+        session = self.scope.get("session")
+        self.session_key = getattr(session, "session_key", None)
         self.job_id = self.scope["url_route"]["kwargs"].get("job_id")
         # Listen for access changes before reading access, so none is missed in between.
         await self._join(user_group(self.user_id))
@@ -76,13 +83,25 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         """(admin, visible project ids or None, the watched job or None), read afresh;
         None when the user is gone or deactivated."""
         user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
-        if user is None:
+        if user is None or not self._session_still_valid(user):
             return None
         ids = visible_project_ids(user)
         job = None
         if self.job_id is not None:
             job = jobs_visible_to(user).filter(id=self.job_id).first()
         return user.is_staff, (None if ids is None else set(ids)), job
+
+    def _session_still_valid(self, user) -> bool:
+        """Is the session this socket opened with still this user's, as a page would see it
+        (not signed out, flushed, or from before a password change)?"""
+        session = self.scope.get("session")
+        if session is None or not self.session_key:
+            return True  # authenticated by other means than a session cookie
+        store = import_module(settings.SESSION_ENGINE).SessionStore
+        data = store(session_key=self.session_key).load()
+        return data.get(SESSION_KEY) == str(user.pk) and constant_time_compare(
+            data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+        )
 
     async def _refuse(self, code: int) -> None:
         await self.disconnect(code)  # a refused handshake may never get a disconnect

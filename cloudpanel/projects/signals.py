@@ -2,6 +2,7 @@
 reach the user's open sockets."""
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
@@ -40,3 +41,10 @@ def _user_saved(sender, instance, created, update_fields=None, **kwargs):
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL, dispatch_uid="user-deleted-closes")
 def _user_deleted(sender, instance, **kwargs):
     access_changed(instance.pk)
+
+
+@receiver(user_logged_out, dispatch_uid="user-signed-out-closes")
+def _user_signed_out(sender, request, user, **kwargs):
+    # The sockets opened with that session re-read it, find it gone and close.
+    if user is not None:
+        access_changed(user.pk)

@@ -293,3 +293,37 @@ async def test_added_project_is_followed_without_reconnecting(member_user, admin
     await sync_to_async(broadcast)(world["job_b"])
     assert (await socket.receive_json_from(timeout=5))["job"]["id"] == world["job_b"].id
     await socket.disconnect()
+
+
+async def test_signing_out_closes_the_sockets_of_that_session(member_user, admin_user):
+    world = await _setup(member_user, admin_user)
+    socket, connected, _ = await _open("/ws/jobs/", world["member"])
+    assert connected
+
+    @sync_to_async
+    def sign_out():
+        client = Client()
+        client.cookies["sessionid"] = world["member"].decode().split("=", 1)[1]
+        assert client.post("/logout/").status_code == 302
+
+    await sign_out()
+    closed = await socket.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
+    await socket.disconnect()
+
+
+async def test_a_password_change_ends_sockets_of_older_sessions(member_user, admin_user):
+    world = await _setup(member_user, admin_user)
+    socket, connected, _ = await _open("/ws/jobs/", world["member"])
+    assert connected
+
+    @sync_to_async
+    def change_password():
+        user = get_user_model().objects.get(pk=member_user.pk)
+        user.set_password("a-new-password-42")
+        user.save()
+
+    await change_password()
+    closed = await socket.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
+    await socket.disconnect()
