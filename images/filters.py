@@ -1,4 +1,7 @@
-"""One FilterSet for the image list, shared by the API and the page."""
+"""One FilterSet for the image list, shared by the API and the page.
+
+The project id is matched, never looked up, so an unknown project and another project's
+answer alike (an empty list), as on the instance list."""
 
 import django_filters
 
@@ -10,6 +13,7 @@ class ImageFilter(django_filters.FilterSet):
     disk_format = django_filters.MultipleChoiceFilter(choices=Image.Format.choices)
     visibility = django_filters.ChoiceFilter(choices=Image.Visibility.choices)
     name = django_filters.CharFilter(lookup_expr="icontains")
+    project = django_filters.NumberFilter(field_name="project_id")
 
     class Meta:
         model = Image

@@ -247,6 +247,8 @@ def test_unknown_and_foreign_project_filters_look_alike(world, member_user):
     assert answers[0].status_code == 200 and answers[0].content == answers[1].content
     answers = [client.get(f"/api/v1/instances/?project={p}") for p in (world["b"].id, 987654)]
     assert answers[0].status_code == 200 and answers[0].content == answers[1].content
+    answers = [client.get(f"/api/v1/images/?project={p}") for p in (world["b"].id, 987654)]
+    assert answers[0].status_code == 200 and answers[0].content == answers[1].content
 
 
 def test_admin_may_still_pin_and_filter_by_host(world, admin_user):
