@@ -42,7 +42,9 @@ class Image(models.Model):
         max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
     error = models.TextField(blank=True)
-    source_url = models.URLField(max_length=1000, blank=True)
+    # Checked by images.fetch.parse_url, the parser the download itself uses; Django's
+    # URLValidator would read it differently (and refuse single-label names like 'mirror').
+    source_url = models.CharField(max_length=1000, blank=True)
     # Path of the file relative to settings.IMAGE_STORE.
     file = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

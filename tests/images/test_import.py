@@ -242,3 +242,15 @@ def test_members_may_not_import_from_internal_addresses(member_client, served_qc
         assert response.status_code == 400, target
         assert "only administrators" in response.json()["url"][0]
     assert not Image.objects.exists()
+
+
+def test_admin_may_import_from_a_single_label_host_name(api_client):
+    # An internal mirror such as http://mirror/ is a normal admin source; only the strict
+    # parser that the download uses decides (the job is not run: no name is looked up).
+    response = api_client.post(
+        URL,
+        {"name": "from-mirror", "disk_format": "raw", "url": "http://mirror/disk.img"},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    assert Image.objects.get(name="from-mirror").source_url == "http://mirror/disk.img"
