@@ -123,6 +123,16 @@ def _require_host_online(instance: Instance, user) -> Host:
     return host
 
 
+def _no_room_message(user, exc: scheduler.NoValidHost, flavor: Flavor) -> str:
+    """The scheduler's reasons name hosts and pools: for admins only."""
+    if access.sees_infrastructure(user):
+        return str(exc)
+    return (
+        f"No host has room for flavor {flavor.name} right now; try a smaller flavor "
+        "or ask an administrator."
+    )
+
+
 def image_visible(user, image: Image) -> bool:
     if image.visibility == Image.Visibility.PUBLIC:
         return True
@@ -227,7 +237,9 @@ def instance_create(
             instance.save()
             job = _start_job(instance=instance, kind="instance.create", user=user, params=params)
     except scheduler.NoValidHost as exc:
-        raise ValidationError({"host" if host else "flavor": [str(exc)]}) from None
+        raise ValidationError(
+            {"host" if host else "flavor": [_no_room_message(user, exc, flavor)]}
+        ) from None
     except IntegrityError:
         raise ValidationError(
             {"name": [f"Project {project.name} already has an instance {name}."]}
@@ -300,7 +312,7 @@ def instance_resize(*, user, instance: Instance, flavor: Flavor) -> Job:
     try:
         scheduler.check_resize(host, instance.flavor, flavor)
     except scheduler.NoValidHost as exc:
-        raise ValidationError({"flavor": [str(exc)]}) from None
+        raise ValidationError({"flavor": [_no_room_message(user, exc, flavor)]}) from None
     return _start_job(
         instance=instance, kind="instance.resize", user=user, params={"flavor": flavor.pk}
     )

@@ -1,0 +1,105 @@
+"""Regressions found by trying the running product from outside: as a tenant probing for
+infrastructure details, and as an integrator fuzzing the API from its schema.
+
+Each test names what was sent and what came back before the fix.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from cloudpanel.projects.models import Membership
+from hosts.models import Host
+from images.models import Image
+from instances.models import Flavor, Instance
+
+pytestmark = pytest.mark.django_db
+
+HOST_NAME = "hv-hidden-31"
+GIB = 1024**3
+
+
+@pytest.fixture(autouse=True)
+def _fast(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def tenant(member_user, default_project):
+    Membership.objects.create(project=default_project, user=member_user)
+    return member_user
+
+
+@pytest.fixture
+def full_host(db):
+    """An online host with no storage pool: the scheduler can place nothing on it."""
+    return Host.objects.create(
+        name=HOST_NAME, uri="qemu+tcp://127.0.0.31:16509/system", status="online"
+    )
+
+
+@pytest.fixture
+def image(default_project):
+    return Image.objects.create(
+        name="img", disk_format="qcow2", project=default_project, status=Image.Status.ACTIVE
+    )
+
+
+@pytest.fixture
+def flavors(db):
+    return (
+        Flavor.objects.create(name="f1", vcpus=1, ram_mib=64, disk_gib=1),
+        Flavor.objects.create(name="f2", vcpus=2, ram_mib=128, disk_gib=2),
+    )
+
+
+# Before: {"flavor": ["No host has room for flavor f1: host hv-hidden-31 has no active storage
+# pool 'default'."]} for a tenant, naming every host and why it is full.
+def test_no_room_on_create_names_no_host_for_tenant(tenant, full_host, image, flavors):
+    resp = client_for(tenant).post(
+        "/api/v1/instances/", {"name": "a", "image": image.pk, "flavor": flavors[0].pk}
+    )
+    assert resp.status_code == 400
+    assert b"No host has room for flavor f1" in resp.content
+    assert HOST_NAME.encode() not in resp.content
+    assert b"pool" not in resp.content
+
+
+def test_no_room_on_create_names_the_host_for_admin(api_client, full_host, image, flavors):
+    resp = api_client.post(
+        "/api/v1/instances/", {"name": "a", "image": image.pk, "flavor": flavors[0].pk}
+    )
+    assert resp.status_code == 400
+    assert HOST_NAME.encode() in resp.content
+
+
+def test_no_room_on_resize_names_no_host_for_tenant(tenant, default_project, image, flavors):
+    host = Host.objects.create(
+        name=HOST_NAME,
+        uri="qemu+tcp://127.0.0.31:16509/system",
+        status="online",
+        storage_pools=[{"name": "default", "active": True, "capacity_bytes": GIB}],
+        capabilities={"cpus": 1, "memory_bytes": 64 * 1024 * 1024},
+    )
+    instance = Instance.objects.create(
+        name="a",
+        project=default_project,
+        owner=tenant,
+        flavor=flavors[0],
+        image=image,
+        host=host,
+        state=Instance.State.SHUTOFF,
+    )
+    resp = client_for(tenant).post(
+        f"/api/v1/instances/{instance.pk}/resize/", {"flavor": flavors[1].pk}
+    )
+    assert resp.status_code == 400, resp.content
+    assert HOST_NAME.encode() not in resp.content
