@@ -5,6 +5,8 @@ answer alike (an empty list), as on the instance list."""
 
 import django_filters
 
+from cloudpanel.filters import IdFilter
+
 from .models import Image
 
 
@@ -13,7 +15,7 @@ class ImageFilter(django_filters.FilterSet):
     disk_format = django_filters.MultipleChoiceFilter(choices=Image.Format.choices)
     visibility = django_filters.ChoiceFilter(choices=Image.Visibility.choices)
     name = django_filters.CharFilter(lookup_expr="icontains")
-    project = django_filters.NumberFilter(field_name="project_id")
+    project = IdFilter(field_name="project_id")
 
     class Meta:
         model = Image

@@ -3,16 +3,17 @@ nothing about objects outside their projects; only admins may filter by host."""
 
 import django_filters
 
+from cloudpanel.filters import IdFilter
 from cloudpanel.projects import access
 
 from .models import Instance
 
 
 class InstanceFilter(django_filters.FilterSet):
-    host = django_filters.NumberFilter(method="filter_host")
-    project = django_filters.NumberFilter(field_name="project_id")
-    flavor = django_filters.NumberFilter(field_name="flavor_id")
-    image = django_filters.NumberFilter(field_name="image_id")
+    host = IdFilter(method="filter_host")
+    project = IdFilter(field_name="project_id")
+    flavor = IdFilter(field_name="flavor_id")
+    image = IdFilter(field_name="image_id")
 
     class Meta:
         model = Instance

@@ -7,6 +7,7 @@ Each test names what was sent and what came back before the fix.
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from cloudpanel.projects.models import Membership
@@ -103,3 +104,38 @@ def test_no_room_on_resize_names_no_host_for_tenant(tenant, default_project, ima
     )
     assert resp.status_code == 400, resp.content
     assert HOST_NAME.encode() not in resp.content
+
+
+# Before: GET /api/v1/instances/?project=99999999999999999999999 (also flavor, image, host
+# for admins, and /api/v1/jobs/?project=) answered 500: the id reached SQLite as an
+# OverflowError. Ids are whole numbers in the database's range, else 400.
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/instances/?project={v}",
+        "/api/v1/instances/?flavor={v}",
+        "/api/v1/instances/?image={v}",
+        "/api/v1/instances/?host={v}",
+        "/api/v1/jobs/?project={v}",
+        "/api/v1/images/?project={v}",
+    ],
+)
+@pytest.mark.parametrize("value", ["99999999999999999999999", "-99999999999999999999999", "1.5"])
+def test_id_filters_out_of_range_are_400(api_client, path, value):
+    resp = api_client.get(path.format(v=value))
+    assert resp.status_code == 400, resp.content
+    assert resp["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("path", ["/instances/?project={v}", "/jobs/?project={v}"])
+def test_id_filters_out_of_range_on_pages_are_not_500(admin_user, path):
+    client = Client()
+    client.force_login(admin_user)
+    resp = client.get(path.format(v="99999999999999999999999"))
+    assert resp.status_code < 500
+
+
+def test_id_filter_in_range_still_matches(api_client, default_project):
+    resp = api_client.get(f"/api/v1/instances/?project={default_project.pk}")
+    assert resp.status_code == 200
+    assert api_client.get("/api/v1/instances/?project=9223372036854775807").json()["count"] == 0

@@ -1,12 +1,14 @@
 import django_filters
 
+from cloudpanel.filters import IdFilter
+
 from .models import Job
 
 
 class JobFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Job.Status.choices)
     # Matched, never looked up: another project's id and an unknown one both list nothing.
-    project = django_filters.NumberFilter(field_name="project_id")
+    project = IdFilter(field_name="project_id")
 
     class Meta:
         model = Job
