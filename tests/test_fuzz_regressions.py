@@ -139,3 +139,44 @@ def test_id_filter_in_range_still_matches(api_client, default_project):
     resp = api_client.get(f"/api/v1/instances/?project={default_project.pk}")
     assert resp.status_code == 200
     assert api_client.get("/api/v1/instances/?project=9223372036854775807").json()["count"] == 0
+
+
+# Before: GET /api/v1/projects/?limit=482157224542564781843967639552&offset=-38423411812662467
+# 8519758651392 (schemathesis, as a tenant) answered 500: the limit reached SQLite as an
+# OverflowError. Any list with a huge limit or offset did the same.
+@pytest.mark.parametrize("path", ["/api/v1/projects/", "/api/v1/instances/", "/api/v1/jobs/"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=482157224542564781843967639552&offset=-384234118126624678519758651392",
+        "offset=482157224542564781843967639552",
+        "limit=5&offset=9223372036854775807",
+    ],
+)
+def test_huge_limit_and_offset_are_not_500(tenant, path, query):
+    resp = client_for(tenant).get(f"{path}?{query}")
+    assert resp.status_code == 200, resp.content
+    assert "results" in resp.json()
+
+
+def test_limit_is_capped_and_still_pages(tenant, default_project):
+    resp = client_for(tenant).get("/api/v1/projects/?limit=99999999999999999999999")
+    assert resp.status_code == 200
+    assert [p["id"] for p in resp.json()["results"]] == [default_project.pk]
+
+
+# Before: PATCH /api/v1/instances/{id}/ with the JSON body `null` answered 500
+# (TypeError: 'NoneType' object is not iterable).
+@pytest.mark.parametrize("body", ["null", "[]", '["name"]', '"name"', "1"])
+def test_instance_patch_with_a_non_object_body_is_400(
+    tenant, default_project, image, flavors, body
+):
+    instance = Instance.objects.create(
+        name="a", project=default_project, owner=tenant, flavor=flavors[0], image=image
+    )
+    resp = client_for(tenant).patch(
+        f"/api/v1/instances/{instance.pk}/", body, content_type="application/json"
+    )
+    assert resp.status_code == 400, resp.content
+    instance.refresh_from_db()
+    assert instance.name == "a"

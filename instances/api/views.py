@@ -128,7 +128,8 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(request=InstanceRenameSerializer, responses=InstanceSerializer)
     def partial_update(self, request, pk=None):
         instance = self.get_object()
-        extra = set(request.data) - {"name"}
+        # Only a JSON object has keys; anything else (null, a list) the serializer refuses.
+        extra = set(request.data) - {"name"} if isinstance(request.data, dict) else set()
         if extra:
             raise ValidationError({key: ["This field cannot be changed."] for key in extra})
         data = InstanceRenameSerializer(data=request.data)
