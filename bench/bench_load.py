@@ -20,7 +20,14 @@ drift on a shared machine hits both alike:
   latency).
 
 Each row reports throughput, p50 and p99 latency (client-side, request sent until the body
-has been read), 5xx answers and other failures; the ratio is N workers over one.
+has been read), the server's CPU time per request (user + system of all its processes, from
+/proc: steadier than throughput on a shared machine), 5xx answers and other failures; the
+ratio is N workers over one. Each row's budget is spent in ROUNDS slices, the servers taking
+turns.
+
+BENCH_LOAD_BASELINE=<git revision> compares code instead: this tree against that revision
+(exported with `git archive` into the bench's directory, run with this venv), both with the
+default number of workers, on the same database; the ratio is this tree over the baseline.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from .common import percentile
 CLIENTS = int(os.environ.get("BENCH_LOAD_CLIENTS", "20"))
 REQUESTS = int(os.environ.get("BENCH_LOAD_REQUESTS", "2000"))  # per target and server
 TIME_CAP = float(os.environ.get("BENCH_LOAD_SECONDS", "30"))  # per target and server
+ROUNDS = 4  # slices of each row, the servers taking turns (drift hits all alike)
 WARMUP = 200  # requests per target before measuring: every worker imports and warms up
 SEQUENTIAL = 300
 HOSTS, INSTANCES, RUNNING_JOBS, FINISHED_JOBS = 10, 100, 20, 30
@@ -138,11 +146,24 @@ def _seed() -> tuple[str, str]:
 # --------------------------------------------------------------------------- the server
 
 
-def _procfile_web_line() -> str:
-    for line in (REPO / "Procfile").read_text().splitlines():
+def _procfile_web_line(tree: Path = REPO) -> str:
+    for line in (tree / "Procfile").read_text().splitlines():
         if line.startswith("web:"):
             return line.removeprefix("web:").strip()
     raise RuntimeError("the Procfile has no web: line")
+
+
+def _export(revision: str, into: Path) -> Path:
+    """That revision's files (`git archive`), with this tree's venv: uvicorn imports the
+    app from its working directory first, before the venv's editable install."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / ".venv").symlink_to(REPO / ".venv")
+    return into
 
 
 def _free_port() -> int:
@@ -154,10 +175,11 @@ def _free_port() -> int:
 class Server:
     """The Procfile's web process in its own session (stopped with its whole group)."""
 
-    def __init__(self, label: str, workers: int | None, var_dir: Path):
+    def __init__(self, label: str, workers: int | None, var_dir: Path, cwd: Path = REPO):
         self.label = label
         self.workers = workers
         self.var_dir = var_dir
+        self.cwd = cwd
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -181,8 +203,8 @@ class Server:
             env["CLOUDPANEL_WEB_WORKERS"] = str(self.workers)
         self.var_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", _procfile_web_line()],
-            cwd=REPO,
+            ["/bin/sh", "-c", _procfile_web_line(self.cwd)],
+            cwd=self.cwd,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=(self.var_dir / "server.log").open("wb"),
@@ -200,6 +222,18 @@ class Server:
                     return
             time.sleep(0.2)
         raise RuntimeError(f"{self.label} server did not answer within {START_TIMEOUT:.0f} s")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's processes so far."""
+        ticks = 0
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--sid", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
+        for pid in out.split():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def worker_processes(self) -> int:
         """Processes serving requests: the workers a supervisor spawned, else the one."""
@@ -230,10 +264,23 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
+    cpu_seconds: float = 0.0  # the server's
+
+    def add(self, other: Result) -> None:
+        self.seconds += other.seconds
+        self.cpu_seconds += other.cpu_seconds
+        self.latencies += other.latencies
+        for status, n in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
+        self.errors += other.errors
 
     @property
     def rate(self) -> float:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu_seconds * 1000 / len(self.latencies) if self.latencies else float("nan")
 
     @property
     def server_errors(self) -> int:
@@ -295,13 +342,24 @@ def _row(case: str, result: Result) -> str:
     ms = [v * 1000 for v in result.latencies]
     return (
         f"{case:<34} {len(ms):>5} {result.rate:>8.1f} {percentile(ms, 50):>9.1f}"
-        f" {percentile(ms, 99):>9.1f} {result.server_errors:>5} {result.other_failures:>6}"
+        f" {percentile(ms, 99):>9.1f} {result.cpu_ms:>7.2f} {result.server_errors:>5}"
+        f" {result.other_failures:>6}"
     )
 
 
 def _header(title: str) -> None:
     print(f"\n== {title}")
-    print(f"{'case':<34} {'n':>5} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'5xx':>5} {'other':>6}")
+    print(
+        f"{'case':<34} {'n':>5} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'cpu ms':>7}"
+        f" {'5xx':>5} {'other':>6}"
+    )
+
+
+def _describe(revision: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h %s", revision],
+        capture_output=True, text=True,
+    ).stdout.strip()[:80]  # fmt: skip
 
 
 def run() -> None:
@@ -315,10 +373,18 @@ def run() -> None:
         "list": ("/api/v1/instances/", {"Authorization": f"Token {token}"}),
         "overview": ("/", {"Cookie": cookie}),
     }
-    servers = [
-        Server("default workers", None, BENCH_DIR / "server-multi"),
-        Server("1 worker", 1, BENCH_DIR / "server-single"),
-    ]
+    baseline = os.environ.get("BENCH_LOAD_BASELINE")
+    if baseline:
+        tree = _export(baseline, BENCH_DIR / "baseline-tree")
+        servers = [
+            Server("this tree", None, BENCH_DIR / "server-multi"),
+            Server(f"baseline {baseline}", None, BENCH_DIR / "server-baseline", tree),
+        ]
+    else:
+        servers = [
+            Server("default workers", None, BENCH_DIR / "server-multi"),
+            Server("1 worker", 1, BENCH_DIR / "server-single"),
+        ]
     try:
         for server in servers:
             server.start()
@@ -326,17 +392,18 @@ def run() -> None:
             for path, headers in targets.values():
                 drive(server.port, path, headers, CLIENTS, WARMUP, TIME_CAP)
         names = {s.label: f"{s.label} ({s.worker_processes()} proc)" for s in servers}
-        results: dict[tuple[str, str], Result] = {}
-        for target, (path, headers) in targets.items():
-            for server in servers:
-                results[target, server.label] = drive(
-                    server.port, path, headers, CLIENTS, REQUESTS, TIME_CAP
-                )
-        path, headers = targets["list"]
-        for server in servers:
-            results["single", server.label] = drive(
-                server.port, path, headers, 1, SEQUENTIAL, TIME_CAP
-            )
+        rows = [(target, CLIENTS, REQUESTS, *targets[target]) for target in targets]
+        rows.append(("single", 1, SEQUENTIAL, *targets["list"]))
+        results = {(row[0], s.label): Result() for row in rows for s in servers}
+        for target, clients, budget, path, headers in rows:
+            for _ in range(ROUNDS):
+                for server in servers:
+                    cpu = server.cpu_seconds()
+                    result = drive(
+                        server.port, path, headers, clients, budget // ROUNDS, TIME_CAP / ROUNDS
+                    )
+                    result.cpu_seconds = server.cpu_seconds() - cpu
+                    results[target, server.label].add(result)
     finally:
         for server in servers:
             server.stop()
@@ -344,6 +411,8 @@ def run() -> None:
     debug = os.environ.get("BENCH_DEBUG", "false")
     print(f"\n== load: {HOSTS} hosts, {INSTANCES} instances, DEBUG={debug}")
     print(f"server: Procfile web line: {_procfile_web_line()}")
+    if baseline:
+        print(f"code: this tree vs {baseline} ({_describe(baseline)})")
     print(f"load: {CLIENTS} clients (threads, keep-alive), at most {REQUESTS} requests or "
           f"{TIME_CAP:.0f} s per row, on {os.cpu_count()} CPUs shared with the server")  # fmt: skip
     multi, single = (s.label for s in servers)
@@ -356,7 +425,8 @@ def run() -> None:
         for label in (multi, single):
             print(_row(names[label], results[target, label]))
         ratio = results[target, multi].rate / max(results[target, single].rate, 1e-9)
-        print(f"ratio req/s {names[multi]!r} / {names[single]!r}: {ratio:.2f}x")
+        cpu = results[target, multi].cpu_ms / results[target, single].cpu_ms
+        print(f"ratio {names[multi]!r} / {names[single]!r}: req/s {ratio:.2f}x, cpu/req {cpu:.2f}x")
 
     print("\n== goals (issue 6 item 10: 4x the throughput measured before, list alone < 15 ms)")
     for target in ("list", "overview"):
