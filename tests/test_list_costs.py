@@ -104,3 +104,58 @@ def test_other_lists_cost_three_queries(
     client = token_client(admin_user)
     with django_assert_num_queries(3):
         assert client.get(url).status_code == 200
+
+
+def _varied_rows(project, owner) -> list[int]:
+    """Rows for every branch of a read: no host, image, owner or job; an adopted instance
+    with a reason; finished and failed jobs with results, one without a requester."""
+    flavor = Flavor.objects.get(name="small")
+    bare = Instance.objects.create(name="bare", project=project, flavor=flavor, state="error",
+                                   state_reason="libvirt: disk /var/lib/x is gone")  # fmt: skip
+    adopted = Instance.objects.create(
+        name="adopted", project=project, flavor=flavor, owner=owner, adopted=True,
+        host=Host.objects.first(), ip_addresses=["10.0.0.5"], volumes=[{"pool": "default"}],
+    )  # fmt: skip
+    for instance, requester, status in ((bare, None, "failed"), (adopted, owner, "succeeded")):
+        job = Job.objects.create(
+            kind="instance.start", target_type="instance", target_id=instance.pk,
+            target_name=instance.name, status=status, requested_by=requester, project=project,
+            result={"state": "running", "path": "/var/lib/x"}, error="host said no",
+            log="on hv0\n", progress=100,
+        )  # fmt: skip
+        Job.objects.filter(pk=job.pk).update(started_at=job.created_at, finished_at=job.created_at)
+        Instance.objects.filter(pk=instance.pk).update(current_job=job)
+    return [bare.pk, adopted.pk]
+
+
+@pytest.mark.parametrize("who", ["admin", "tenant"])
+def test_the_short_read_path_answers_byte_for_byte_as_drf(
+    admin_user, member_user, default_project, monkeypatch, who
+):
+    """cloudpanel.fast_serializers reads the same fields by a shorter path: the answers of
+    the list, a detail and the job list are those of DRF's own Serializer.to_representation."""
+    from rest_framework import serializers
+
+    from cloudpanel.fast_serializers import FastReadMixin
+
+    user = admin_user if who == "admin" else member_user
+    Membership.objects.create(user=member_user, project=default_project, role="member")
+    make_fleet(default_project, Project.objects.create(name="other"), admin_user, 6, 3)
+    ids = _varied_rows(default_project, member_user)
+    client = token_client(user)
+    urls = ["/api/v1/instances/", *(f"/api/v1/instances/{pk}/" for pk in ids), "/api/v1/jobs/"]
+
+    short = [client.get(url) for url in urls]
+    monkeypatch.setattr(
+        FastReadMixin, "to_representation", serializers.Serializer.to_representation
+    )
+    drf = [client.get(url) for url in urls]
+
+    for url, ours, theirs in zip(urls, short, drf, strict=True):
+        assert ours.status_code == theirs.status_code == 200, url
+        assert ours.content == theirs.content, url
+    listed = {row["name"]: row for row in short[0].json()["results"]}
+    assert listed["bare"]["job"]["requested_by"] is None and listed["adopted"]["adopted"] is True
+    assert listed["bare"]["created_at"].endswith("Z")
+    if who == "tenant":
+        assert "host" not in listed["adopted"] and "disk" not in listed["bare"]["state_reason"]

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from cloudpanel.fast_serializers import FastReadMixin
 from cloudpanel.jobs.api.serializers import JobSerializer, viewer
 from cloudpanel.projects import access
 
@@ -13,7 +14,7 @@ class FlavorSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
 
-class InstanceSerializer(serializers.ModelSerializer):
+class InstanceSerializer(FastReadMixin, serializers.ModelSerializer):
     """Where an instance runs (host, its name, volumes and their paths, the libvirt domain)
     is for admins only; everyone gets `host_key`, an opaque value equal for two instances of
     a project on the same host (cloudpanel.projects.access.host_key)."""
@@ -70,7 +71,12 @@ class InstanceSerializer(serializers.ModelSerializer):
         return data
 
     def get_host_key(self, obj) -> str:
-        return access.host_key(obj.host_id, obj.project_id)
+        # One HMAC per (host, project) of a list, not one per row.
+        keys = self.__dict__.setdefault("_host_keys", {})
+        pair = (obj.host_id, obj.project_id)
+        if pair not in keys:
+            keys[pair] = access.host_key(*pair)
+        return keys[pair]
 
 
 class InstanceCreateSerializer(serializers.Serializer):

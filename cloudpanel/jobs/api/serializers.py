@@ -1,11 +1,12 @@
 from rest_framework import serializers
 
+from cloudpanel.fast_serializers import FastReadMixin
 from cloudpanel.projects import access
 
 from ..models import Job
 
 
-class JobTargetSerializer(serializers.Serializer):
+class JobTargetSerializer(FastReadMixin, serializers.Serializer):
     type = serializers.CharField(source="target_type")
     id = serializers.IntegerField(source="target_id", allow_null=True)
     name = serializers.CharField(source="target_name")
@@ -17,7 +18,7 @@ def viewer(serializer) -> object | None:
     return getattr(request, "user", None)
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(FastReadMixin, serializers.ModelSerializer):
     """Admins get everything; others the tenant-safe step, log, error and result
     (see cloudpanel.projects.access)."""
 
