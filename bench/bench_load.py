@@ -238,7 +238,9 @@ class Server:
     def worker_processes(self) -> int:
         """Processes serving requests: the workers a supervisor spawned, else the one."""
         out = subprocess.run(
-            ["ps", "-o", "args=", "--sid", str(self.proc.pid)], capture_output=True, text=True
+            ["ps", "-ww", "-o", "args=", "--sid", str(self.proc.pid)],
+            capture_output=True,
+            text=True,
         ).stdout
         return sum("spawn_main" in line for line in out.splitlines()) or 1
 

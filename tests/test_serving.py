@@ -116,7 +116,7 @@ def served(tmp_path):
 
 def _worker_processes(session_id: int) -> int:
     out = subprocess.run(
-        ["ps", "-o", "args=", "--sid", str(session_id)], capture_output=True, text=True
+        ["ps", "-ww", "-o", "args=", "--sid", str(session_id)], capture_output=True, text=True
     ).stdout
     return sum("spawn_main" in line for line in out.splitlines())
 
