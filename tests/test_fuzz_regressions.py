@@ -180,3 +180,17 @@ def test_instance_patch_with_a_non_object_body_is_400(
     assert resp.status_code == 400, resp.content
     instance.refresh_from_db()
     assert instance.name == "a"
+
+
+# Before: DELETE /api/v1/projects/{id}/ of a project with an instance or an image answered
+# 500 (ProtectedError), found by schemathesis as an admin.
+def test_deleting_a_project_in_use_is_409(api_client, default_project, image):
+    resp = api_client.delete(f"/api/v1/projects/{default_project.pk}/")
+    assert resp.status_code == 409, resp.content
+    assert "still has instances or images" in resp.json()["detail"]
+    assert api_client.get(f"/api/v1/projects/{default_project.pk}/").status_code == 200
+
+
+def test_deleting_an_empty_project_still_works(api_client):
+    pk = api_client.post("/api/v1/projects/", {"name": "empty"}).json()["id"]
+    assert api_client.delete(f"/api/v1/projects/{pk}/").status_code == 204

@@ -1,5 +1,8 @@
+from django.db.models import ProtectedError
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from cloudpanel.api import Conflict
 
 from .access import is_admin, visible_project_ids
 from .models import Project
@@ -25,3 +28,12 @@ class ProjectViewSet(viewsets.ModelViewSet):
         ids = visible_project_ids(self.request.user)
         qs = Project.objects.all()
         return qs if ids is None else qs.filter(id__in=ids)
+
+    def perform_destroy(self, instance):
+        try:
+            instance.delete()
+        except ProtectedError:
+            # Instances and images keep their project (PROTECT): say so, not a 500.
+            raise Conflict(
+                f"Project {instance.name} still has instances or images; delete them first."
+            ) from None
