@@ -84,13 +84,21 @@ class SameOriginValidator:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket" and not origin_allowed(scope):
-            denier = WebsocketDenier()
-            return await denier(scope, receive, send)
+            return await _Denier()(scope, receive, send)
         return await self.application(scope, receive, send)
+
+
+class _Denier(WebsocketDenier):
+    # Refused at once: no channel layer, so no Redis call per refused socket, and no
+    # blocking receive to cancel when the client goes (redis-py can raise TimeoutError
+    # from that cancel, logged as "Exception in ASGI application").
+    channel_layer_alias = None
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):
     """Every socket path nobody serves: refused with 4404, never a server error."""
+
+    channel_layer_alias = None  # as _Denier: it only closes
 
     async def connect(self):
         await self.close(code=4404)
