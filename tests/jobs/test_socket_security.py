@@ -247,37 +247,42 @@ async def test_per_event_recheck_catches_a_lost_revoke_message(
     await socket.disconnect()
 
 
-async def test_deactivated_user_is_signed_out(member_user, admin_user):
+def _deactivate(user):
+    user.is_active = False
+
+
+def _demote(user):
+    user.is_staff = False
+
+
+def _change_password(user):
+    user.set_password("a-new-password-42")
+
+
+@pytest.mark.parametrize(
+    ("who", "change", "code"),
+    [
+        ("member", _deactivate, consumers.CLOSE_SIGNED_OUT),
+        ("member", _change_password, consumers.CLOSE_SIGNED_OUT),  # older sessions end
+        ("admin", _demote, consumers.CLOSE_ACCESS_LOST),  # reconnects with a tenant's view
+    ],
+)
+async def test_a_change_to_the_user_closes_their_sockets(
+    member_user, admin_user, who, change, code
+):
     world = await _setup(member_user, admin_user)
-    socket, connected, _ = await _open("/ws/jobs/", world["member"])
+    socket, connected, _ = await _open("/ws/jobs/", world[who])
     assert connected
 
     @sync_to_async
-    def deactivate():
-        user = get_user_model().objects.get(pk=member_user.pk)
-        user.is_active = False
+    def apply_change():
+        user = get_user_model().objects.get(pk=(member_user if who == "member" else admin_user).pk)
+        change(user)
         user.save()
 
-    await deactivate()
+    await apply_change()
     closed = await socket.receive_output(timeout=5)
-    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
-    await socket.disconnect()
-
-
-async def test_demoted_admin_gets_tenant_view(member_user, admin_user):
-    world = await _setup(member_user, admin_user)
-    socket, connected, _ = await _open("/ws/jobs/", world["admin"])
-    assert connected
-
-    @sync_to_async
-    def demote():
-        user = get_user_model().objects.get(pk=admin_user.pk)
-        user.is_staff = False
-        user.save()
-
-    await demote()
-    closed = await socket.receive_output(timeout=5)
-    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_ACCESS_LOST}
+    assert closed == {"type": "websocket.close", "code": code}
     await socket.disconnect()
 
 
@@ -307,23 +312,6 @@ async def test_signing_out_closes_the_sockets_of_that_session(member_user, admin
         assert client.post("/logout/").status_code == 302
 
     await sign_out()
-    closed = await socket.receive_output(timeout=5)
-    assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
-    await socket.disconnect()
-
-
-async def test_a_password_change_ends_sockets_of_older_sessions(member_user, admin_user):
-    world = await _setup(member_user, admin_user)
-    socket, connected, _ = await _open("/ws/jobs/", world["member"])
-    assert connected
-
-    @sync_to_async
-    def change_password():
-        user = get_user_model().objects.get(pk=member_user.pk)
-        user.set_password("a-new-password-42")
-        user.save()
-
-    await change_password()
     closed = await socket.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
     await socket.disconnect()
