@@ -2,10 +2,34 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import sync_to_async
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloudpanel.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
+
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+
+class SyncChainASGIHandler(ASGIHandler):
+    """Django's ASGI handler, running the middleware chain and the view as Django's WSGI
+    handler does: synchronously, in one trip to the request's sync thread.
+
+    Our views and all but one middleware are synchronous. In its async mode Django calls
+    each synchronous middleware's process_request and process_response through
+    sync_to_async (two thread trips per middleware, about sixteen per request). The one
+    async-only middleware, ServeStatic, is adapted by Django once, in the chain: it still
+    hands out its files as async iterators, which this handler streams without buffering
+    them through a sync iterator."""
+
+    def load_middleware(self, is_async=False):
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request):
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+django_asgi_app = SyncChainASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -1,7 +1,9 @@
-"""The web server as the Procfile runs it: one worker process per CPU by default (Django under
-ASGI runs every sync view of a process in one thread, so processes are what scale), and
-static files streamed asynchronously (no sync-iterator warning, no thread per file)."""
+"""The web server as the Procfile runs it: one worker process per CPU by default (a process's
+synchronous Django code shares one GIL, so processes are what scale), and static files
+streamed asynchronously (no sync-iterator warning, no thread per file). In-process: the HTTP
+app runs the middleware chain and the view in one trip to the sync thread."""
 
+import asyncio
 import http.client
 import os
 import shlex
@@ -9,9 +11,11 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import pytest
+from asgiref.sync import SyncToAsync
 
 REPO = Path(__file__).resolve().parent.parent
 SYNC_ITERATOR_WARNING = "must consume synchronous iterators"
@@ -137,3 +141,59 @@ def test_procfile_server_runs_a_worker_per_cpu_and_streams_static_files(served):
     assert status == 200 and body
     assert _get(port, "/static/no-such-file.css")[0] == 404
     assert SYNC_ITERATOR_WARNING not in log.read_text()
+
+
+async def _asgi_get(app, path: str) -> tuple[int, bytes]:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    messages, received = [], []
+
+    async def receive():
+        if not received:
+            received.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+
+    async def send(message):
+        messages.append(message)
+
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return messages[0]["status"], body
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_http_app_runs_middleware_and_view_in_one_thread_trip(monkeypatch):
+    """Django's async chain takes two trips to the sync thread per synchronous middleware;
+    ours one for the chain and the view, but for the middleware around ServeStatic. Static
+    files still stream from ServeStatic's async iterator."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    from cloudpanel.asgi import application
+
+    trips = []
+    call = SyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        trips.append(self.func)
+        return await call(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counted)
+    assert (await _asgi_get(application, "/login/"))[0] == 200
+    ours = [getattr(func, "__qualname__", repr(func)) for func in trips]
+    trips.clear()
+    assert (await _asgi_get(ASGIHandler(), "/login/"))[0] == 200
+    # request_started, the chain, closing the response; SecurityMiddleware, above the
+    # async-only ServeStatic, is called in async mode (two trips), ServeStatic takes one.
+    assert len(ours) <= 6 and "BaseHandler.get_response" in ours, ours
+    assert len(trips) >= 2 * len(ours)
+
+    css = (REPO / "static/css/cloudpanel.css").read_bytes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert await _asgi_get(application, "/static/css/cloudpanel.css") == (200, css)
+    assert not [w for w in caught if SYNC_ITERATOR_WARNING in str(w.message)]
