@@ -164,32 +164,44 @@ def internal_reason(ip: IPAddress) -> str | None:
 
 
 def resolve(target: Target, *, public_only: bool) -> list[IPAddress]:
-    """The addresses to connect to (resolved once); for tenants, every one must be public."""
+    """The addresses to connect to (resolved once); for tenants, every one must be public.
+
+    A tenant gets one answer for a name that does not resolve and for one that leads to an
+    internal address, so that imports cannot map the panel's internal DNS."""
     if target.ip is not None:
         addresses = [target.ip]
     else:
         try:
             infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError):
-            raise DownloadError(f"The host name {target.host!r} does not resolve.") from None
+            infos = []
         addresses = []
         for family, _type, _proto, _name, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
                 ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
                 if ip not in addresses:
                     addresses.append(ip)
+        if not addresses and public_only:
+            raise RefusedURL(_NOT_PUBLIC_NAME.format(host=target.host))
         if not addresses:
             raise DownloadError(f"The host name {target.host!r} does not resolve.")
     if public_only:
         for ip in addresses:
             reason = internal_reason(ip)
+            if reason and target.ip is None:
+                raise RefusedURL(_NOT_PUBLIC_NAME.format(host=target.host))
             if reason:
-                where = str(ip) if target.ip is not None else f"{target.host} resolves to {ip}"
                 raise RefusedURL(
-                    f"{where}, which is not a public address ({reason}): only administrators "
-                    "may import from those."
+                    f"{ip} is not a public address ({reason}): only administrators may "
+                    "import from those."
                 )
     return addresses
+
+
+_NOT_PUBLIC_NAME = (
+    "{host} does not resolve to public addresses only: only administrators may import from "
+    "other addresses."
+)
 
 
 def check_url(url: str, *, public_only: bool) -> Target:

@@ -364,7 +364,7 @@ def test_every_resolved_address_is_checked(listener, network):
     network.fake_names["mixed.test"] = [["1.1.1.1", "127.0.0.1"]]
     url = f"http://mixed.test:{listener.port}/cloud.qcow2"
     with (
-        pytest.raises(fetch.RefusedURL, match="resolves to 127.0.0.1"),
+        pytest.raises(fetch.RefusedURL, match="does not resolve to public addresses only"),
         fetch.open_url(url, public_only=True),
     ):
         pass
@@ -524,3 +524,16 @@ def test_accepted_urls_are_rebuilt_from_their_fields(url, rebuilt):
 )
 def test_internal_addresses(address, internal):
     assert (fetch.internal_reason(ipaddress.ip_address(address)) is not None) is internal
+
+
+def test_tenants_cannot_tell_internal_names_from_unknown_ones(member_client, network):
+    # Either answer would map the panel's internal DNS for a tenant: both read the same.
+    network.fake_names["intranet.test"] = [["10.1.2.3"]]
+    answers = [
+        start_import(member_client, f"http://{name}/cloud.qcow2").json()["url"]
+        for name in ("intranet.test", "nonexistent.test")
+    ]
+    assert answers[0] == [m.replace("nonexistent", "intranet") for m in answers[1]]
+    # The guard answered 'no such name' itself; nothing was looked up for real.
+    assert network.outside_lookups == ["nonexistent.test"]
+    network.outside_lookups.clear()
