@@ -6,6 +6,7 @@ after X" follow from the order of what the test publishes, not from timing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -314,4 +315,17 @@ async def test_signing_out_closes_the_sockets_of_that_session(member_user, admin
     await sign_out()
     closed = await socket.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": consumers.CLOSE_SIGNED_OUT}
+    await socket.disconnect()
+
+
+async def test_an_idle_socket_stays_open_and_still_gets_events(member_user, admin_user):
+    # channels-redis polls with a 5 s blocking pop: a Redis read timeout at or below that
+    # (redis-py 8 defaults to 5 s) tore idle sockets down. Idle past two polls, then an event.
+    world = await _setup(member_user, admin_user)
+    socket, connected, _ = await _open("/ws/jobs/", world["member"])
+    assert connected
+    await asyncio.sleep(12)
+    await sync_to_async(broadcast)(world["job_a"])
+    message = await socket.receive_json_from(timeout=5)
+    assert message["job"]["id"] == world["job_a"].id
     await socket.disconnect()
