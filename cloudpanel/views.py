@@ -91,3 +91,12 @@ def _api_not_found_detail(path: str) -> str:
         else:
             return f"Not found. API paths end with a slash: {path}/"
     return "Not found."
+
+
+def csrf_failure(request, reason=""):
+    """A refused form post (stale page, cookies off, foreign origin), in the layout; Django's
+    own page would suggest turning DEBUG on."""
+    if _is_api(request):
+        detail = "CSRF check failed: send the csrftoken cookie's value as X-CSRFToken."
+        return JsonResponse({"detail": detail}, status=403)
+    return render(request, "403_csrf.html", status=403)

@@ -200,3 +200,14 @@ def test_bad_request_pages(client, settings):
 def admin_client_for_pages(client, admin_user):
     client.force_login(admin_user)
     return client
+
+
+def test_a_refused_form_post_is_explained_in_the_layout(admin_user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = client.post("/hosts/new/", {"name": "x", "uri": "test:///default"})
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "This form could not be sent" in body and "DEBUG" not in body
+    api = client.post("/api/v1/flavors/", {"name": "f", "vcpus": 1, "ram_mib": 64, "disk_gib": 1})
+    assert api.status_code == 403 and "CSRF" in api.json()["detail"]
