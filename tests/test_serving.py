@@ -189,7 +189,7 @@ async def test_the_http_app_runs_middleware_and_view_in_one_thread_trip(monkeypa
     assert (await _asgi_get(ASGIHandler(), "/login/"))[0] == 200
     # request_started, the chain, closing the response; SecurityMiddleware, above the
     # async-only ServeStatic, is called in async mode (two trips), ServeStatic takes one.
-    assert len(ours) <= 6 and "BaseHandler.get_response" in ours, ours
+    assert len(ours) <= 6 and "SyncChainASGIHandler._get_response_in_thread" in ours, ours
     assert len(trips) >= 2 * len(ours)
 
     css = (REPO / "static/css/cloudpanel.css").read_bytes()
@@ -197,3 +197,33 @@ async def test_the_http_app_runs_middleware_and_view_in_one_thread_trip(monkeypa
         warnings.simplefilter("always")
         assert await _asgi_get(application, "/static/css/cloudpanel.css") == (200, css)
     assert not [w for w in caught if SYNC_ITERATOR_WARNING in str(w.message)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_http_app_starts_no_thread_per_request(monkeypatch):
+    """Django's handler gives every request a thread of its own (a ThreadSensitiveContext);
+    ours runs the chain on the loop's pool of threads, which it reuses."""
+    import threading
+
+    from django.core.handlers.asgi import ASGIHandler
+
+    from cloudpanel.asgi import application
+
+    started = []
+    start = threading.Thread.start
+
+    def counted(self):
+        started.append(self.name)
+        return start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    for app in (application, ASGIHandler()):
+        for _ in range(3):  # the pool's threads start on first use
+            assert (await _asgi_get(app, "/login/"))[0] == 200
+    started.clear()
+    for _ in range(5):
+        assert (await _asgi_get(application, "/login/"))[0] == 200
+    assert started == []
+    for _ in range(5):
+        assert (await _asgi_get(ASGIHandler(), "/login/"))[0] == 200
+    assert len(started) >= 5  # the comparison: one per request
