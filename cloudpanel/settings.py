@@ -85,9 +85,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Async under ASGI: static files are streamed without a thread per file (WhiteNoise's
-    # sync iterator made Django warn and buffer through sync_to_async).
-    "servestatic.middleware.ServeStaticMiddleware",
+    # ServeStatic, only for STATIC_URL: files stream from async iterators under ASGI
+    # (WhiteNoise's sync iterator made Django warn and buffer through sync_to_async).
+    "cloudpanel.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "cloudpanel.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
