@@ -14,7 +14,8 @@ from channels.testing import WebsocketCommunicator
 
 from cloudpanel.asgi import application
 
-pytestmark = pytest.mark.asyncio
+# The consumer closes old database connections (channels does) even for a refused socket.
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db]
 
 
 @pytest.fixture(autouse=True)
