@@ -16,7 +16,6 @@ from ..conftest import browser_login, shot
 from ..instances.conftest import dom_state, domain_names, make_image
 
 # Playwright's sync API runs an event loop in this thread; ORM calls stay synchronous.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 pytestmark = [
     pytest.mark.browser,

@@ -6,15 +6,12 @@ keeps retrying, which is fine here). In CI a missing Chromium is a failure, neve
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from ..conftest import browser_login, shot
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls made by fixtures
 # and the test itself are still plain synchronous calls.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

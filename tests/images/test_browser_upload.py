@@ -12,8 +12,6 @@ from images.models import Image
 from ..conftest import browser_login, shot
 from .conftest import store_files
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop in this thread
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Records every value the progress bar shows, across the navigation that follows the upload.
