@@ -8,12 +8,5 @@ websocket_urlpatterns = [
     path("ws/jobs/<int:job_id>/", JobConsumer.as_asgi()),
 ]
 
-try:  # each app adds its own sockets (consoles, live state)
-    from instances.routing import websocket_urlpatterns as instance_sockets
-
-    websocket_urlpatterns += instance_sockets
-except ImportError:
-    pass
-
 # Last: any other path is closed cleanly (4404) instead of failing in the router.
 websocket_urlpatterns.append(re_path(r"", NotFoundConsumer.as_asgi()))

@@ -272,13 +272,6 @@ def resize_volume(uri: str, pool: str, name: str, capacity_bytes: int) -> None:
     get_pool().call(uri, op)
 
 
-def volume_capacity(uri: str, pool: str, name: str) -> int:
-    return get_pool().call(
-        uri,
-        lambda conn: int(conn.storagePoolLookupByName(pool).storageVolLookupByName(name).info()[1]),
-    )
-
-
 # Snapshots: internal (qcow2) snapshots, built with a structured XML.
 
 
@@ -295,13 +288,6 @@ def _snapshot_details(snap: libvirt.virDomainSnapshot, current: str | None) -> S
     )
 
 
-def _current_snapshot(dom: libvirt.virDomain) -> str | None:
-    try:
-        return dom.snapshotCurrent(0).getName() if dom.hasCurrentSnapshot(0) else None
-    except libvirt.libvirtError:
-        return None
-
-
 def snapshot_create(uri: str, name: str, snapshot: str, description: str = "") -> SnapshotDetails:
     xml = domain_xml.build_snapshot(snapshot, description)
 
@@ -311,15 +297,6 @@ def snapshot_create(uri: str, name: str, snapshot: str, description: str = "") -
         return _snapshot_details(snap, snap.getName())
 
     return get_pool().call(uri, op)
-
-
-def snapshot_list(uri: str, name: str) -> list[SnapshotDetails]:
-    def fetch(conn: libvirt.virConnect) -> list[SnapshotDetails]:
-        dom = _dom(conn, name)
-        current = _current_snapshot(dom)
-        return [_snapshot_details(s, current) for s in dom.listAllSnapshots(0)]
-
-    return get_pool().call(uri, fetch)
 
 
 def snapshot_revert(uri: str, name: str, snapshot: str) -> None:
@@ -357,11 +334,9 @@ __all__ = [
     "shutdown_domain",
     "snapshot_create",
     "snapshot_delete",
-    "snapshot_list",
     "snapshot_revert",
     "start_domain",
     "suspend_domain",
     "undefine_domain",
-    "volume_capacity",
     "wait_for_state",
 ]
