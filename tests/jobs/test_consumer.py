@@ -3,11 +3,12 @@
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from cloudpanel.asgi import application
 from cloudpanel.jobs.services import broadcast, job_create, job_handler
 from cloudpanel.projects.models import Membership, Project
+
+from .conftest import session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -15,12 +16,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 @job_handler("test.socket")
 def _noop(job, ctx):
     return None
-
-
-def _cookie_for(user) -> bytes:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
 def _headers(cookie: bytes, origin: bytes = b"http://127.0.0.1") -> list:
@@ -36,7 +31,7 @@ def _setup(member_user):
                         enqueue=False)
     their_job = job_create(kind="test.socket", target_type="thing", target_id=2, project=other,
                            enqueue=False)
-    return my_job, their_job, _cookie_for(member_user)
+    return my_job, their_job, session_cookie(member_user)
 
 
 async def test_member_gets_live_updates_for_own_job_only(member_user):

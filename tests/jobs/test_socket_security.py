@@ -22,6 +22,8 @@ from cloudpanel.projects.models import Membership, Project
 from cloudpanel.projects.services import membership_remove, membership_set
 from cloudpanel.websockets import origin_allowed
 
+from .conftest import session_cookie
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 SECRET_STEP = "Copying to hv-secret-07:/srv/pool-zeta9/x.qcow2"
@@ -30,12 +32,6 @@ SECRET_STEP = "Copying to hv-secret-07:/srv/pool-zeta9/x.qcow2"
 @job_handler("test.socket-security")
 def _noop(job, ctx):
     return None
-
-
-def _cookie_for(user) -> bytes:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
 def _headers(cookie: bytes, origin: bytes | None, host: bytes = b"127.0.0.1:8000") -> list:
@@ -67,8 +63,8 @@ def _setup(member_user, admin_user):
         "b": b,
         "job_a": _job(a, 1),
         "job_b": _job(b, 2),
-        "member": _cookie_for(member_user),
-        "admin": _cookie_for(admin_user),
+        "member": session_cookie(member_user),
+        "admin": session_cookie(admin_user),
     }
 
 
