@@ -27,7 +27,7 @@ from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from cloudpanel.projects.access import GENERIC_JOB_FAILURE
+from cloudpanel.projects.access import GENERIC_JOB_FAILURE, public_job_error
 
 from .models import Job
 
@@ -94,8 +94,7 @@ def job_handler(kind: str, on_abandoned: Callable[[Job], None] | None = None):
 def job_to_event(job: Job, *, public: bool = False) -> dict:
     """The job as a socket event: the admin's view, or with `public` the tenant's."""
     if public:
-        step = job.public_step
-        error = job.public_error or (GENERIC_JOB_FAILURE if job.error else "")
+        step, error = job.public_step, public_job_error(job)
     else:
         step, error = job.step, job.error
     return {

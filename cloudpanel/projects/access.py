@@ -123,10 +123,13 @@ def job_log_for(user, job) -> str:
     return job.log if is_admin(user) else job.public_log
 
 
-def job_error_for(user, job) -> str:
-    if is_admin(user):
-        return job.error
+def public_job_error(job) -> str:
+    """A job's error as tenants read it: its public text, else a generic message."""
     return job.public_error or (GENERIC_JOB_FAILURE if job.error else "")
+
+
+def job_error_for(user, job) -> str:
+    return job.error if is_admin(user) else public_job_error(job)
 
 
 def job_worker_for(user, job) -> str:
