@@ -12,13 +12,20 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from cloudpanel import errors
 from cloudpanel.jobs.services import JobConflict
 from cloudpanel.parsers import too_large
-from cloudpanel.virt import HostUnreachable, NotFound, OperationInvalid, VirtError
+from cloudpanel.virt import VirtError
 
-
-class Conflict(Exception):
-    """A request that cannot proceed in the object's current state (answered with 409)."""
+# The domain errors' answers (cloudpanel/errors.py); the first match wins.
+_STATUS_OF = (
+    (errors.HostUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (errors.NotFound, status.HTTP_404_NOT_FOUND),
+    (errors.Conflict, status.HTTP_409_CONFLICT),
+    (errors.QuotaExceeded, status.HTTP_403_FORBIDDEN),
+    # Any other libvirt failure: the host answered, but not as asked.
+    (VirtError, status.HTTP_502_BAD_GATEWAY),
+)
 
 
 def as_drf_validation_error(exc: DjangoValidationError) -> ValidationError:
@@ -54,14 +61,12 @@ def exception_handler(exc, context):
             },
             status=status.HTTP_409_CONFLICT,
         )
-    if isinstance(exc, Conflict | OperationInvalid):
-        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, HostUnreachable):
-        return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-    if isinstance(exc, NotFound):
-        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-    if isinstance(exc, VirtError):
-        return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
+    for kind, code in _STATUS_OF:
+        if isinstance(exc, kind):
+            return Response({"detail": str(exc)}, status=code)
+    if isinstance(exc, DjangoValidationError):
+        # A service's invalid input: a 400 with the same field errors as DRF's own.
+        return drf_exception_handler(as_drf_validation_error(exc), context)
     if isinstance(exc, RequestDataTooBig):
         # Django's own body limit, met when the body was read before DRF parsed it.
         return Response({"detail": too_large()}, status=status.HTTP_400_BAD_REQUEST)

@@ -40,6 +40,17 @@ class HostForm(forms.Form):
         help_text="Where browsers' consoles reach the host's VNC servers. "
         "Defaults to the URI's host name.",
     )
+    default_pool = forms.CharField(
+        max_length=128,
+        initial="default",
+        help_text="The libvirt storage pool that holds new disks and image copies.",
+    )
+    default_network = forms.CharField(
+        max_length=128,
+        initial="default",
+        help_text="The libvirt network new instances join (a user-mode NIC if it is not "
+        "active).",
+    )
     ssh_private_key = forms.CharField(
         label="SSH private key",
         required=False,

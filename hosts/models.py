@@ -1,7 +1,7 @@
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
@@ -9,6 +9,13 @@ from django.dispatch import receiver
 from cloudpanel.projects.models import name_validator
 
 from .uris import canonical_uri, transport_of, validate_uri
+
+# Names of libvirt pools and networks the panel uses: libvirt itself refuses only "/", but a
+# name that reads like an option or holds markup has no business in a panel's config.
+libvirt_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\Z",
+    "Letters, digits, '.', '_', '+' or '-', starting with a letter or digit.",
+)
 
 
 class Host(models.Model):
@@ -26,6 +33,13 @@ class Host(models.Model):
     # Encrypted at rest (cloudpanel.crypto); never serialized, never rendered.
     ssh_private_key_encrypted = models.TextField(blank=True, editable=False)
     console_address = models.CharField(max_length=255, blank=True)
+    # Where new disks and image copies go, and what new instances' NICs join, on this host.
+    default_pool = models.CharField(
+        max_length=128, default="default", validators=[libvirt_name_validator]
+    )
+    default_network = models.CharField(
+        max_length=128, default="default", validators=[libvirt_name_validator]
+    )
     cpu_allocation_ratio = models.DecimalField(
         max_digits=6, decimal_places=2, default=Decimal("4.0"),
         validators=[MinValueValidator(Decimal("0.1"))],

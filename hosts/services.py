@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cloudpanel import crypto, virt
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 
 from . import keys
 from .models import Host, HostEvent
@@ -113,6 +113,8 @@ def host_create(
     uri: str,
     ssh_private_key: str = "",
     console_address: str = "",
+    default_pool: str = "default",
+    default_network: str = "default",
     cpu_allocation_ratio: Decimal | float | None = None,
     ram_allocation_ratio: Decimal | float | None = None,
     disk_allocation_ratio: Decimal | float | None = None,
@@ -124,6 +126,8 @@ def host_create(
         name=name,
         uri=uri,
         console_address=console_address or default_console_address(uri),
+        default_pool=default_pool or "default",
+        default_network=default_network or "default",
         enabled=enabled,
         maintenance=maintenance,
         ssh_private_key_encrypted=crypto.encrypt(ssh_private_key),

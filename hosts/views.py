@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.models import Job
 

@@ -21,7 +21,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from cloudpanel import virt
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import JobConflict, JobFailed, job_create
 from cloudpanel.projects.access import can_act, is_admin

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.services import JobConflict
 from cloudpanel.projects.access import is_admin

@@ -13,7 +13,7 @@ import re
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import job_active_for, job_create
 from cloudpanel.projects import access

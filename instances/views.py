@@ -8,7 +8,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.services import JobConflict
 from cloudpanel.projects import access

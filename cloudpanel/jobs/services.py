@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from cloudpanel.errors import Conflict
 from cloudpanel.projects.access import GENERIC_JOB_FAILURE, public_job_error
 
 from .models import Job
@@ -44,7 +45,7 @@ _handlers: dict[str, Handler] = {}
 _abandon_hooks: dict[str, Callable[[Job], None]] = {}
 
 
-class JobConflict(Exception):
+class JobConflict(Conflict):
     """Another job is already changing this target."""
 
     def __init__(self, running: Job):

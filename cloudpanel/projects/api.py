@@ -2,7 +2,7 @@ from django.db.models import ProtectedError
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 
 from .access import is_admin, visible_project_ids
 from .models import Project

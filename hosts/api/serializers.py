@@ -24,6 +24,8 @@ class HostSerializer(serializers.ModelSerializer):
             "uri",
             "transport",
             "console_address",
+            "default_pool",
+            "default_network",
             "ssh_private_key",
             "has_ssh_key",
             "cpu_allocation_ratio",

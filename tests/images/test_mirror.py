@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from cloudpanel.api import Conflict
+from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.virt import VirtError, storage
 from hosts.services import connection_uri

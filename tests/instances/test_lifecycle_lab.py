@@ -159,7 +159,7 @@ def test_snapshot_create_revert_delete(lab_hosts, admin_user, qcow2_image, tiny_
 def test_resize_while_shut_off(lab_hosts, admin_user, qcow2_image, tiny_flavor, small_flavor):
     from django.core.exceptions import ValidationError
 
-    from cloudpanel.api import Conflict
+    from cloudpanel.errors import Conflict
 
     host = lab_hosts[1]
     instance = provision(admin_user, qcow2_image, tiny_flavor, host)
