@@ -50,10 +50,10 @@ bench: system-test $(STAMP) services
 	$(BIN)/python -m bench
 
 lab: system-run $(STAMP)
-	$(BIN)/python -m cloudpanel.lab start --hosts 2
+	$(BIN)/python -m lab start --hosts 2
 
 lab-stop:
-	$(BIN)/python -m cloudpanel.lab stop
+	$(BIN)/python -m lab stop
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

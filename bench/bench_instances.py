@@ -467,8 +467,8 @@ def run() -> None:
     from cloudpanel import virt
     from cloudpanel.celery import app
     from cloudpanel.jobs import services as job_services
-    from cloudpanel.lab import Lab, ensure_kvm_device
     from images.services import image_ensure_replica
+    from lab import Lab, ensure_kvm_device
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     print(f"\n== {title}")

@@ -98,7 +98,7 @@ def lab():
         if IN_CI:
             pytest.fail(f"libvirt lab unavailable in CI: {problem}")
         pytest.skip(f"libvirt lab unavailable: {problem}")
-    from cloudpanel.lab import Lab, ensure_kvm_device
+    from lab import Lab, ensure_kvm_device
 
     ensure_kvm_device()
     base = Path(tempfile.mkdtemp(prefix="cloudpanel-lab-"))

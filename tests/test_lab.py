@@ -1,11 +1,11 @@
-"""Smoke test of cloudpanel.lab: a real two-host libvirt lab starts, restarts and stops."""
+"""Smoke test of the lab package: a real two-host libvirt lab starts, restarts and stops."""
 
 import re
 import subprocess
 
 import pytest
 
-from cloudpanel.lab import Lab, ensure_kvm_device, pid_alive
+from lab import Lab, ensure_kvm_device, pid_alive
 
 
 def virsh(uri: str, *args: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import job_execute
-from cloudpanel.lab import virsh
+from lab import virsh
 
 MIB = 1024 * 1024
 

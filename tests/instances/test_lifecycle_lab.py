@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from cloudpanel.jobs.models import Job
-from cloudpanel.lab import virsh
 from instances import services
 from instances.models import Instance
+from lab import virsh
 
 from .conftest import dom_state, domain_names, pool_volumes, run, run_ok, uri_of
 

@@ -23,7 +23,8 @@ Create volumes through libvirt (``vol-create-as``, ``createXML``), or from outsi
 ``pool_dir`` followed by a pool refresh; never write to ``pool_path`` from outside.
 
 Standard library only: it must run before (and without) Django or libvirt-python.
-Run as root. CLI: ``python -m cloudpanel.lab start|stop|status --help``.
+Test infrastructure, not part of the installed panel. Run as root. CLI:
+``python -m lab start|stop|status --help``.
 """
 
 from __future__ import annotations
@@ -790,7 +791,7 @@ def _describe(host: LabHost, status: bool = False) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cloudpanel.lab", description="A lab of isolated libvirt hosts."
+        prog="python -m lab", description="A lab of isolated libvirt hosts."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start a lab and print its URIs")
