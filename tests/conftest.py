@@ -141,10 +141,23 @@ def _database_url_for_subprocess() -> str:
 
 
 @pytest.fixture
-def live_worker(transactional_db, settings):
+def live_worker_program() -> list[str]:
+    """How live_worker starts its worker; a module overrides it to start one of its own."""
+    import sys
+
+    return [sys.executable, "-m", "celery", "-A", "cloudpanel"]
+
+
+@pytest.fixture
+def live_worker_env() -> dict[str, str]:
+    """Extra environment for live_worker's process (a module overrides it)."""
+    return {}
+
+
+@pytest.fixture
+def live_worker(transactional_db, settings, live_worker_program, live_worker_env):
     """A real Celery worker process on the test database and the real Redis broker."""
     import subprocess
-    import sys
     import time
 
     from cloudpanel.celery import app
@@ -154,10 +167,11 @@ def live_worker(transactional_db, settings):
         "DATABASE_URL": _database_url_for_subprocess(),
         "REDIS_URL": settings.REDIS_URL,
         "IMAGE_STORE": str(settings.IMAGE_STORE),
+        **live_worker_env,
     }
     name = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cloudpanel", "worker", "--pool", "prefork",
+        [*live_worker_program, "worker", "--pool", "prefork",
          "--concurrency", "1", "--loglevel", "WARNING", "-n", name, "--without-mingle",
          "--without-gossip"],
         env=env,
