@@ -22,6 +22,10 @@ shared on the real filesystem would make the destination overwrite the source's 
 Create volumes through libvirt (``vol-create-as``, ``createXML``), or from outside in
 ``pool_dir`` followed by a pool refresh; never write to ``pool_path`` from outside.
 
+KVM: a host with ``kvm=False`` has /dev/kvm hidden (a mode-0 file mounted over it), so libvirt
+offers only TCG. A host with ``kvm_denied=True`` (and ``kvm=True``) has libvirt offering kvm
+while its guests may not open /dev/kvm: the case the panel's KVM probe is for.
+
 Standard library only: it must run before (and without) Django or libvirt-python.
 Test infrastructure, not part of the installed panel. Run as root. CLI:
 ``python -m lab start|stop|status --help`` (``make lab``, ``make lab-stop``).

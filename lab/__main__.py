@@ -16,7 +16,8 @@ from .processes import LabError
 
 
 def _describe(host: LabHost, status: bool = False) -> str:
-    lines = [f"{host.name}: kvm={'yes' if host.kvm else 'no'}"]
+    kvm = "offered, denied to guests" if host.kvm_denied else "yes" if host.kvm else "no"
+    lines = [f"{host.name}: kvm={kvm}"]
     if status:
         pids = host.pids()
         up = "up" if pids["libvirtd"] else "DOWN"
@@ -44,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-kvm-on", type=int, nargs="*", default=[1], metavar="IDX",
         help="hosts without KVM, TCG only (default: 1; give none to use KVM everywhere)",
     )  # fmt: skip
+    start.add_argument(
+        "--kvm-denied-on", type=int, nargs="*", default=[], metavar="IDX",
+        help="hosts whose libvirt offers KVM while their guests may not open /dev/kvm",
+    )  # fmt: skip
     start.add_argument("--port-base", type=int, help="TCP port of host0 (default: first free "
                        f"from {DEFAULT_PORT_BASE})")  # fmt: skip
     start.add_argument("--network", choices=NETWORK_MODES, default="auto")
@@ -62,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (base / STATE_FILE).exists():
                 raise LabError(f"a lab is recorded in {base / STATE_FILE}: stop it first")
             kvm = [i not in args.no_kvm_on for i in range(args.hosts)]
+            denied = [i in args.kvm_denied_on for i in range(args.hosts)]
             began = time.monotonic()
-            lab = Lab(port_base=args.port_base, network=args.network).start(args.hosts, kvm, base)
+            lab = Lab(port_base=args.port_base, network=args.network).start(
+                args.hosts, kvm, base, kvm_denied=denied
+            )
             if args.json:
                 print((base / STATE_FILE).read_text(), end="")
             else:

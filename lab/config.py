@@ -48,6 +48,21 @@ COPIED_DEFINITIONS = (
 )
 
 
+# The devices libvirt 9.0 lets a guest's QEMU open by default (qemu.conf cgroup_device_acl),
+# less /dev/kvm. libvirt both fills each guest's private /dev and sets its devices cgroup
+# from this list, while its capabilities probe runs QEMU outside either and still finds
+# KVM usable: so `virsh capabilities` offers kvm, and a kvm guest fails to start ("Could
+# not access KVM kernel module").
+GUEST_DEVICES_WITHOUT_KVM = [
+    "/dev/null",
+    "/dev/full",
+    "/dev/zero",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/ptmx",
+]
+
+
 def ensure_kvm_device() -> bool:
     """Give /dev/kvm the group and mode udev would (root:kvm 0660); return whether it exists.
 
@@ -109,6 +124,8 @@ def write_config(host: LabHost) -> None:
         # ...kvm mount to /dev/kvm: Invalid argument"), so no-KVM hosts run QEMU
         # without that per-domain namespace.
         qemu_conf["namespaces"] = []
+    if host.kvm_denied:
+        qemu_conf["cgroup_device_acl"] = GUEST_DEVICES_WITHOUT_KVM
     edit_conf(
         etc / "qemu.conf",
         qemu_conf

@@ -48,6 +48,9 @@ class LabHost:
     kvm: bool
     network_mode: str | None = "auto"  # asked (NETWORK_MODES); after start: what runs
     network_error: str | None = None  # why the 'default' network is not NAT, if it is not
+    # libvirt offers kvm (its probe of QEMU opens /dev/kvm) but guests may not open it: the
+    # case the panel's KVM probe exists for (see config.GUEST_DEVICES_WITHOUT_KVM).
+    kvm_denied: bool = False
     # --- derived ---
     uri_tcp: str = dataclasses.field(init=False)
     uri_unix: str = dataclasses.field(init=False)
@@ -172,6 +175,8 @@ class LabHost:
             raise LabError(f"{self.socket_path} is too long for a unix socket: use a shorter dir")
         if self.kvm and not ensure_kvm_device():
             raise LabError(f"{self.name}: kvm requested but {KVM_DEVICE} does not exist")
+        if self.kvm_denied and not self.kvm:
+            raise LabError(f"{self.name}: kvm_denied needs kvm: only an offered KVM is denied")
         for sub, _ in BIND_MOUNTS:
             if sub != "etc/libvirt":
                 (self.base_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -49,16 +49,18 @@ class Lab:
         n_hosts: int = 2,
         kvm: bool | Sequence[bool] = (True, False),
         base_dir: str | Path | None = None,
+        kvm_denied: bool | Sequence[bool] = False,
     ) -> Lab:
-        """Start n_hosts hosts; kvm is one flag for all or one per host (missing: False).
+        """Start n_hosts hosts; kvm is one flag for all or one per host (missing: False),
+        and so is kvm_denied (libvirt offers KVM there, guests may not use it).
 
         Returns self once every host answers, has an active pool 'default', has tried its
         network 'default' and has its QEMU capabilities probed (so the first domain
         definition is not slowed by a probe)."""
         if self.hosts:
             raise LabError("lab already started")
-        flags = [kvm] * n_hosts if isinstance(kvm, bool) else list(kvm)
-        flags = (flags + [False] * n_hosts)[:n_hosts]
+        flags = _per_host(kvm, n_hosts)
+        denied = _per_host(kvm_denied, n_hosts)
         if base_dir is None:
             self.base_dir, self._own_dir = Path(tempfile.mkdtemp(prefix="cplab-")), True
         else:
@@ -73,6 +75,7 @@ class Lab:
                 base_dir=self.base_dir / f"host{i}",
                 tcp_port=port_base + i,
                 kvm=flags[i],
+                kvm_denied=denied[i],
                 network_mode=self.network,
             )
             for i in range(n_hosts)
@@ -137,3 +140,9 @@ class Lab:
         lab._own_dir = state.get("own_dir", False)
         lab.hosts = [LabHost.from_dict(h) for h in state["hosts"]]
         return lab
+
+
+def _per_host(flag: bool | Sequence[bool], n_hosts: int) -> list[bool]:
+    """One flag for all hosts, or one per host (missing ones False)."""
+    flags = [flag] * n_hosts if isinstance(flag, bool) else list(flag)
+    return (flags + [False] * n_hosts)[:n_hosts]

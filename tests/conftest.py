@@ -118,6 +118,24 @@ def lab():
         the_lab.stop()
 
 
+@pytest.fixture(scope="session")
+def kvm_denied_lab():
+    """One lab host whose libvirt offers the kvm domain type while its guests may not open
+    /dev/kvm: the case the panel's KVM probe exists for. Reached over TCP only."""
+    problem = _libvirt_available()
+    from lab import Lab, ensure_kvm_device
+
+    if not problem and not ensure_kvm_device():
+        problem = "/dev/kvm does not exist: libvirt cannot offer kvm to deny"
+    if problem:
+        if IN_CI:
+            pytest.fail(f"KVM-denied lab host unavailable in CI: {problem}")
+        pytest.skip(f"KVM-denied lab host unavailable: {problem}")
+    base = Path(tempfile.mkdtemp(prefix="cloudpanel-lab-denied-"))
+    with Lab() as the_lab:
+        yield the_lab.start(n_hosts=1, kvm=True, kvm_denied=True, base_dir=base)
+
+
 @pytest.fixture
 def lab_hosts(db, lab):
     """The lab's hosts registered in the panel (host 0 over TCP, host 1 over its unix socket)."""

@@ -78,14 +78,19 @@ def _read_int(path: str) -> int | None:
         return None
 
 
-def kvm_usable(conn: libvirt.virConnect, arch: str, offered: list[str]) -> bool:
-    """Whether a KVM guest really starts here, not just whether libvirt offers the type.
+def kvm_unusable_reason(conn: libvirt.virConnect, arch: str, offered: list[str]) -> str | None:
+    """Why a KVM guest does not really start here (None: it does), not just whether libvirt
+    offers the type.
 
     libvirt offers 'kvm' whenever /dev/kvm exists, even when QEMU cannot open it, so we start
-    a transient, paused, disk-less guest of type kvm and destroy it at once.
+    a transient, paused, disk-less guest of type kvm and destroy it at once. The reason is
+    kept for admins: "offered but unusable" needs fixing on the host (device permissions,
+    qemu.conf cgroup_device_acl, ...), "not offered" usually does not.
     """
-    if "kvm" not in offered or conn.getType() != "QEMU":
-        return False
+    if "kvm" not in offered:
+        return f"libvirt offers no kvm domain type for {arch}"
+    if conn.getType() != "QEMU":
+        return f"the hypervisor is {conn.getType()}, not QEMU"
     root = ET.Element("domain", type="kvm")
     ET.SubElement(root, "name").text = f"cloudpanel-kvm-probe-{uuidlib.uuid4().hex[:12]}"
     ET.SubElement(root, "memory", unit="MiB").text = "16"
@@ -96,13 +101,14 @@ def kvm_usable(conn: libvirt.virConnect, arch: str, offered: list[str]) -> bool:
     ET.SubElement(devices, "memballoon", model="none")
     try:
         dom = conn.createXML(xmlutil.to_string(root), libvirt.VIR_DOMAIN_START_PAUSED)
-    except libvirt.libvirtError:
-        return False
+    except libvirt.libvirtError as exc:
+        message = (exc.get_error_message() or str(exc)).strip()
+        return f"libvirt offers kvm, but a kvm guest did not start: {message}"
     try:
         dom.destroy()
     except libvirt.libvirtError:
         pass
-    return True
+    return None
 
 
 def host_info(uri: str) -> HostInfo:
@@ -111,6 +117,7 @@ def host_info(uri: str) -> HostInfo:
         model, _mem_mib, cpus, mhz, _nodes, sockets, cores, threads = conn.getInfo()
         arch = xmlutil.text(caps, "host/cpu/arch") or model
         offered = _domain_types(caps, arch)
+        kvm_reason = kvm_unusable_reason(conn, arch, offered)
         return HostInfo(
             hostname=conn.getHostname(),
             arch=arch,
@@ -125,7 +132,8 @@ def host_info(uri: str) -> HostInfo:
             hypervisor=conn.getType(),
             hypervisor_version=_version_string(conn.getVersion()),
             libvirt_version=_version_string(conn.getLibVersion()),
-            kvm=kvm_usable(conn, arch, offered),
+            kvm=kvm_reason is None,
+            kvm_reason=kvm_reason,
             hw_virt=_hw_virt(caps),
             domain_types=offered,
             ksm=_ksm(conn),

@@ -31,6 +31,7 @@ class HostInfo:
     hypervisor_version: str
     libvirt_version: str
     kvm: bool
+    kvm_reason: str | None  # why kvm is False, for admins (None when it is True)
     hw_virt: str | None
     domain_types: list[str]
     ksm: KsmInfo | None
