@@ -337,7 +337,7 @@ def _fixtures(lab, workdir: Path):
 
     from hosts.models import Host
     from hosts.services import host_create
-    from images.services import image_upload
+    from images.intake import image_upload
     from instances.services import flavor_create
 
     admin = get_user_model().objects.create_user(
@@ -467,7 +467,7 @@ def run() -> None:
     from cloudpanel import virt
     from cloudpanel.celery import app
     from cloudpanel.jobs import services as job_services
-    from images.services import image_ensure_replica
+    from images.replicas import image_ensure_replica
     from lab import Lab, ensure_kvm_device
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)

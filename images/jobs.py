@@ -6,8 +6,9 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import JobFailed, job_handler
 from hosts.models import Host
 
-from . import services
+from .intake import IMPORT_JOB, image_run_import
 from .models import Image
+from .replicas import MIRROR_JOB, image_ensure_replica, image_replica_mark_abandoned
 
 
 def _import_abandoned(job: Job) -> None:
@@ -16,13 +17,13 @@ def _import_abandoned(job: Job) -> None:
     ).update(status=Image.Status.ERROR, error=job.error)
 
 
-@job_handler(services.IMPORT_JOB, on_abandoned=_import_abandoned)
+@job_handler(IMPORT_JOB, on_abandoned=_import_abandoned)
 def run_image_import(job: Job, ctx) -> dict:
     try:
         image = Image.objects.get(pk=job.target_id)
     except Image.DoesNotExist:
         raise JobFailed("The image was deleted before its import ran.", public=True) from None
-    image = services.image_run_import(
+    image = image_run_import(
         image=image,
         url=job.params["url"],
         sha256=job.params.get("sha256", ""),
@@ -35,12 +36,12 @@ def run_image_import(job: Job, ctx) -> dict:
 def _mirror_abandoned(job: Job) -> None:
     if job.status == Job.Status.CANCELLED and job.started_at is None:
         return  # cancelled before it ran: any copy in flight belongs to another job
-    services.image_replica_mark_abandoned(
+    image_replica_mark_abandoned(
         image_id=job.target_id, host_id=job.params.get("host"), pool=job.params.get("pool", "")
     )
 
 
-@job_handler(services.MIRROR_JOB, on_abandoned=_mirror_abandoned)
+@job_handler(MIRROR_JOB, on_abandoned=_mirror_abandoned)
 def run_image_mirror(job: Job, ctx) -> dict:
     try:
         image = Image.objects.get(pk=job.target_id)
@@ -49,7 +50,7 @@ def run_image_mirror(job: Job, ctx) -> dict:
         raise JobFailed(
             "The image or the host was deleted before the copy ran.", public=True
         ) from None
-    replica = services.image_ensure_replica(
+    replica = image_ensure_replica(
         image=image,
         host=host,
         pool=job.params.get("pool", "default"),

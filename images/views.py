@@ -16,9 +16,11 @@ from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.services import JobConflict
 from cloudpanel.projects.access import is_admin
 
-from . import services
+from .catalogue import image_delete
 from .filters import ImageFilter
 from .forms import ImageImportForm, ImageMirrorForm, ImageUploadForm
+from .intake import image_import_from_url, image_upload
+from .replicas import image_mirror
 from .selectors import (
     can_manage_image,
     image_get_visible,
@@ -74,7 +76,7 @@ def _image_upload(request):
     error = upload_error(request)
     if form.is_valid() and not error:
         try:
-            image = services.image_upload(
+            image = image_upload(
                 fileobj=form.cleaned_data["file"], user=request.user, **form.service_kwargs()
             )
         except ValidationError as exc:
@@ -104,7 +106,7 @@ def image_import_view(request):
     form = ImageImportForm(request.POST, user=request.user)
     if form.is_valid():
         try:
-            image, job = services.image_import_from_url(
+            image, job = image_import_from_url(
                 url=form.cleaned_data["url"], user=request.user, **form.service_kwargs()
             )
         except ValidationError as exc:
@@ -142,7 +144,7 @@ def image_mirror_view(request, pk: int):
         messages.error(request, "Choose a host and a storage pool.")
         return redirect("images:detail", image.id)
     try:
-        job = services.image_mirror(
+        job = image_mirror(
             image=image,
             host=form.cleaned_data["host"],
             pool=form.cleaned_data["pool"],
@@ -164,7 +166,7 @@ def image_mirror_view(request, pk: int):
 def image_delete_view(request, pk: int):
     image = image_get_visible(request.user, pk)
     try:
-        problems = services.image_delete(image=image, user=request.user)
+        problems = image_delete(image=image, user=request.user)
     except (Conflict, PermissionDenied) as exc:
         messages.error(request, str(exc) or "You may not delete this image.")
         return redirect("images:detail", image.id)

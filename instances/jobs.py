@@ -19,6 +19,7 @@ from cloudpanel.virt import NotFound, VirtError, domain_xml, domains, storage
 from hosts.selectors import GIB, MIB
 from hosts.services import connection_uri
 from images.models import Image
+from images.replicas import image_ensure_replica
 
 from .models import Flavor, Instance, Snapshot
 from .scheduler import DEFAULT_POOL
@@ -139,8 +140,6 @@ def _provision(job: Job, ctx: JobContext, instance: Instance, created: dict) -> 
     pool = DEFAULT_POOL
     if image is None:
         raise JobFailed("The instance has no image", public=True)
-    from images.services import image_ensure_replica
-
     # Steps naming hosts, pools, disks or domains are for admins; tenants get the `public` text.
     ctx.progress(
         5,

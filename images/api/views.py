@@ -11,8 +11,10 @@ from cloudpanel.api import drf_validation_errors, job_accepted
 from cloudpanel.parsers import JSONParser
 from cloudpanel.projects.access import is_admin
 
-from .. import services
+from ..catalogue import image_delete, image_update
 from ..filters import ImageFilter
+from ..intake import image_import_from_url, image_upload
+from ..replicas import image_mirror
 from ..selectors import image_replicas, images_visible_to
 from ..uploads import discard_incomplete_upload, install_image_upload_handler, upload_error
 from .serializers import (
@@ -75,14 +77,14 @@ class ImageViewSet(
         fileobj, url = data.pop("file", None), data.pop("url", None)
         with drf_validation_errors():
             if fileobj is not None:
-                image = services.image_upload(fileobj=fileobj, user=request.user, **data)
+                image = image_upload(fileobj=fileobj, user=request.user, **data)
                 location = reverse("api:image-detail", args=[image.id])
                 return Response(
                     ImageSerializer(image).data,
                     status=status.HTTP_201_CREATED,
                     headers={"Location": location},
                 )
-            image, job = services.image_import_from_url(url=url, user=request.user, **data)
+            image, job = image_import_from_url(url=url, user=request.user, **data)
         return job_accepted(job, {"image": image.id})
 
     @extend_schema(request=ImageUpdateSerializer, responses=ImageSerializer)
@@ -93,13 +95,11 @@ class ImageViewSet(
         )
         serializer.is_valid(raise_exception=True)
         with drf_validation_errors():
-            image = services.image_update(
-                image=image, user=request.user, **serializer.validated_data
-            )
+            image = image_update(image=image, user=request.user, **serializer.validated_data)
         return Response(ImageSerializer(image).data)
 
     def perform_destroy(self, instance):
-        services.image_delete(image=instance, user=self.request.user)
+        image_delete(image=instance, user=self.request.user)
 
     @extend_schema(request=ImageMirrorSerializer, responses={202: ImageCreatedSerializer})
     @action(detail=True, methods=["post"])
@@ -111,7 +111,7 @@ class ImageViewSet(
         serializer = ImageMirrorSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         with drf_validation_errors():
-            job = services.image_mirror(
+            job = image_mirror(
                 image=image,
                 host=serializer.validated_data["host"],
                 pool=serializer.validated_data["pool"],

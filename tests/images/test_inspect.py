@@ -9,8 +9,8 @@ import pytest
 
 from images import inspect
 from images.inspect import ImageRejected, inspect_image
+from images.intake import image_upload
 from images.models import Image
-from images.services import image_upload
 
 from .conftest import qemu_img, store_files
 

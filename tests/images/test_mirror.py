@@ -13,7 +13,7 @@ from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.virt import VirtError, storage
 from hosts.services import connection_uri
-from images import services
+from images import replicas
 from images.models import Image, ImageReplica
 
 from .conftest import run_job
@@ -56,7 +56,7 @@ def mirror(api_client, image, host, pool="default"):
 def test_mirror_to_lab1_then_again_is_a_no_op(api_client, lab_hosts, image):
     lab1 = lab_hosts[1]
     uri = connection_uri(lab1)
-    name = services.replica_volume_name(image)
+    name = replicas.replica_volume_name(image)
     assert name == f"image-{image.id}-{image.sha256[:12]}.qcow2"
 
     job = mirror(api_client, image, lab1)
@@ -90,9 +90,9 @@ def test_mirror_to_lab1_then_again_is_a_no_op(api_client, lab_hosts, image):
 def test_ensure_replica_for_provisioning(lab_hosts, image):
     """What the instance code calls inside its own job: synchronous and idempotent."""
     host = lab_hosts[0]
-    first = services.image_ensure_replica(image=image, host=host)
+    first = replicas.image_ensure_replica(image=image, host=host)
     assert first.copied is True and first.status == "active"
-    second = services.image_ensure_replica(image=image, host=host)
+    second = replicas.image_ensure_replica(image=image, host=host)
     assert second.copied is False and second.pk == first.pk
     info = storage.volume_info(connection_uri(host), "default", first.volume)
     assert info.path == first.path and info.physical_bytes == image.file_size
@@ -100,9 +100,9 @@ def test_ensure_replica_for_provisioning(lab_hosts, image):
 
 def test_volume_removed_behind_our_back_is_copied_again(lab_hosts, image):
     host = lab_hosts[1]
-    replica = services.image_ensure_replica(image=image, host=host)
+    replica = replicas.image_ensure_replica(image=image, host=host)
     storage.delete_volume(connection_uri(host), "default", replica.volume)
-    again = services.image_ensure_replica(image=image, host=host)
+    again = replicas.image_ensure_replica(image=image, host=host)
     assert again.copied is True
     assert storage.find_volume_by_name(connection_uri(host), "default", replica.volume)
 
@@ -124,7 +124,7 @@ def test_failure_half_way_deletes_the_partial_volume(api_client, lab_hosts, imag
     job = mirror(api_client, image, host)
     assert job.status == "failed"
     assert "disk went away half-way" in job.error
-    name = services.replica_volume_name(image)
+    name = replicas.replica_volume_name(image)
     assert storage.find_volume_by_name(connection_uri(host), "default", name) is None
     replica = ImageReplica.objects.get(image=image, host=host)
     assert replica.status == "error" and "half-way" in replica.error
@@ -142,7 +142,7 @@ def test_cancelled_copy_leaves_no_volume(lab_hosts, image, monkeypatch):
 
     host = lab_hosts[1]
     job = job_create(
-        kind=services.MIRROR_JOB,
+        kind=replicas.MIRROR_JOB,
         target_type="image",
         target_id=image.id,
         params={"host": host.id, "pool": "default"},
@@ -156,10 +156,10 @@ def test_cancelled_copy_leaves_no_volume(lab_hosts, image, monkeypatch):
         return calls["n"] > 2  # cancel once the copy is under way
 
     monkeypatch.setattr(JobContext, "cancelled", cancelled)
-    monkeypatch.setattr(services, "PROGRESS_EVERY", 0)
+    monkeypatch.setattr(replicas, "PROGRESS_EVERY", 0)
     job = run_job(job.id)
     assert job.status == "cancelled"
-    name = services.replica_volume_name(image)
+    name = replicas.replica_volume_name(image)
     assert storage.find_volume_by_name(connection_uri(host), "default", name) is None
     assert ImageReplica.objects.get(image=image, host=host).status == "error"
 
@@ -177,7 +177,7 @@ def test_a_fresh_copy_in_progress_is_waited_for(lab_hosts, image):
         image=image, host=host, pool="default", volume="x", status=ImageReplica.Status.COPYING
     )
     with pytest.raises(Conflict, match="Timed out waiting"):
-        services.image_ensure_replica(image=image, host=host, wait_timeout=0.5)
+        replicas.image_ensure_replica(image=image, host=host, wait_timeout=0.5)
 
 
 def test_an_abandoned_copy_is_taken_over(lab_hosts, image):
@@ -188,7 +188,7 @@ def test_an_abandoned_copy_is_taken_over(lab_hosts, image):
     ImageReplica.objects.filter(pk=stale.pk).update(
         updated_at=timezone.now() - timedelta(minutes=10)
     )
-    replica = services.image_ensure_replica(image=image, host=host)
+    replica = replicas.image_ensure_replica(image=image, host=host)
     assert replica.pk == stale.pk and replica.copied is True and replica.status == "active"
 
 
@@ -200,7 +200,7 @@ def test_reaped_mirror_job_marks_the_replica(lab_hosts, image):
         image=image, host=host, pool="default", volume="x", status=ImageReplica.Status.COPYING
     )
     Job.objects.create(
-        kind=services.MIRROR_JOB,
+        kind=replicas.MIRROR_JOB,
         target_type="image",
         target_id=image.id,
         exclusive=False,
@@ -213,7 +213,7 @@ def test_reaped_mirror_job_marks_the_replica(lab_hosts, image):
 
 
 def test_delete_image_removes_copies_on_hosts(api_client, lab_hosts, image):
-    replica = services.image_ensure_replica(image=image, host=lab_hosts[0])
+    replica = replicas.image_ensure_replica(image=image, host=lab_hosts[0])
     uri = connection_uri(lab_hosts[0])
     assert storage.find_volume_by_name(uri, "default", replica.volume)
     assert api_client.delete(f"/api/v1/images/{image.id}/").status_code == 204
@@ -223,6 +223,6 @@ def test_delete_image_removes_copies_on_hosts(api_client, lab_hosts, image):
 def test_image_without_checksum_gets_one(lab_hosts, image):
     Image.objects.filter(pk=image.pk).update(sha256="")
     image.refresh_from_db()
-    replica = services.image_ensure_replica(image=image, host=lab_hosts[1])
+    replica = replicas.image_ensure_replica(image=image, host=lab_hosts[1])
     image.refresh_from_db()
     assert len(image.sha256) == 64 and replica.sha256 == image.sha256

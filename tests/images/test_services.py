@@ -8,8 +8,9 @@ import io
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from images.catalogue import image_update
+from images.intake import image_upload
 from images.models import Image
-from images.services import image_update, image_upload
 
 from .conftest import store_files
 

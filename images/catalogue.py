@@ -1,0 +1,119 @@
+"""The image catalogue: who may add an image where and with which visibility, and changing or
+deleting an image's entry.
+
+How a file gets in is intake's business (images.intake); copies on hosts are replicas'
+(images.replicas).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import ProtectedError
+
+from cloudpanel.errors import Conflict
+from cloudpanel.jobs.models import Job
+from cloudpanel.projects.access import can_act, is_admin
+from cloudpanel.projects.models import Project
+from cloudpanel.projects.services import project_get_default
+
+from .models import Image
+from .replicas import replica_volumes_delete
+from .selectors import can_manage_image, projects_user_can_upload_to
+from .store import image_path
+
+_UPDATABLE = {"name", "os_type", "min_disk_gib", "min_ram_mib", "visibility", "project"}
+
+
+def _resolve_project(user, project: Project | None) -> Project:
+    if project is not None:
+        return project
+    if is_admin(user):
+        return project_get_default()
+    choices = list(projects_user_can_upload_to(user)[:2])
+    if len(choices) == 1:
+        return choices[0]
+    raise ValidationError({"project": "Choose the project the image belongs to."})
+
+
+def new_image(
+    *,
+    user,
+    name: str,
+    disk_format: str,
+    project: Project | None,
+    visibility: str | None,
+    os_type: str | None,
+    min_disk_gib: int | None,
+    min_ram_mib: int | None,
+    source_url: str = "",
+) -> Image:
+    """An unsaved, validated Image after the permission checks (intake saves it)."""
+    if not user or not user.is_authenticated:
+        raise PermissionDenied("Log in to add images.")
+    project = _resolve_project(user, project)
+    if visibility is None:
+        visibility = Image.Visibility.PUBLIC if is_admin(user) else Image.Visibility.PROJECT
+    if visibility == Image.Visibility.PUBLIC and not is_admin(user):
+        raise PermissionDenied("Only administrators can add public images.")
+    if not can_act(user, project):
+        raise PermissionDenied(f"You may not add images to project {project.name}.")
+    image = Image(
+        name=name,
+        disk_format=disk_format,
+        project=project,
+        visibility=visibility,
+        os_type=os_type if os_type is not None else "linux",
+        min_disk_gib=min_disk_gib or 0,
+        min_ram_mib=min_ram_mib or 0,
+        owner=user,
+        source_url=source_url,
+    )
+    image.full_clean(exclude=["file"])
+    return image
+
+
+def image_update(*, image: Image, user, **fields) -> Image:
+    """Change an image's metadata (its file and sizes never change)."""
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValidationError({f: "This field cannot be changed." for f in sorted(unknown)})
+    if not can_manage_image(user, image):
+        raise PermissionDenied("You may not change this image.")
+    if fields.get("visibility") == Image.Visibility.PUBLIC and not is_admin(user):
+        raise PermissionDenied("Only administrators can make images public.")
+    project = fields.get("project")
+    if project is not None and project != image.project and not can_act(user, project):
+        raise PermissionDenied(f"You may not move images into project {project.name}.")
+    for field, value in fields.items():
+        setattr(image, field, value)
+    image.full_clean()
+    image.save()
+    return image
+
+
+def image_delete(*, image: Image, user) -> list[str]:
+    """Delete the image, its file and its copies on hosts; returns problems met on hosts.
+
+    Refused (Conflict) while an instance uses it or a job is working on it.
+    """
+    if not can_manage_image(user, image):
+        raise PermissionDenied("You may not delete this image.")
+    used = image.instances.count()
+    if used:
+        raise Conflict(f"Image {image.name} is used by {used} instance(s); delete them first.")
+    busy = Job.objects.filter(target_type="image", target_id=image.id, status__in=Job.ACTIVE)
+    if busy.exists():
+        raise Conflict(f"Image {image.name} has a job running; wait for it or cancel it.")
+    # Read before the rows go with the image; the volumes are removed once it is gone.
+    replicas = list(image.replicas.select_related("host"))
+    file = image.file
+    try:
+        image.delete()
+    except ProtectedError as exc:
+        raise Conflict(f"Image {image.name} is in use; it cannot be deleted.") from exc
+    if file:
+        with contextlib.suppress(ValueError):
+            image_path(file).unlink(missing_ok=True)
+    return replica_volumes_delete(replicas)
