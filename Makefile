@@ -11,7 +11,7 @@ ifeq ($(CI),true)
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 endif
 
-.PHONY: run dev test bench lab lab-stop lint fmt system-run system-test services setup clean
+.PHONY: run dev test bench lab lab-stop lint fmt system-run system-test services services-test setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ system-test:
 services:
 	scripts/start-services.sh
 
+# The same plus the PostgreSQL the tests use (127.0.0.1:5432).
+services-test:
+	scripts/start-services.sh test
+
 # As root (or through sudo) the panel runs as the unprivileged system user $CLOUDPANEL_USER
 # (default cloudpanel), created once; see scripts/launch.sh.
 setup: system-run $(STAMP) services
@@ -42,7 +46,7 @@ dev: run
 
 # Tests use their own Redis database, so a running `make run` worker never takes their jobs.
 test: export REDIS_URL ?= redis://127.0.0.1:6379/15
-test: system-test $(STAMP) services
+test: system-test $(STAMP) services-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

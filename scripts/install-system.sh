@@ -7,8 +7,12 @@ set -euo pipefail
 packages=(redis-server libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
           qemu-system-x86 qemu-utils libvirt-dev pkg-config python3-venv python3-dev dnsmasq-base
           iptables util-linux procps passwd)
+# The tests run the capacity lock's test on PostgreSQL at 127.0.0.1:5432 (as in CI, where the
+# server is already there): install it only where nothing answers on that port.
+postgres_answers() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 if [[ "${1:-run}" == "test" ]]; then
     packages+=(chromium)
+    postgres_answers || packages+=(postgresql)
 fi
 
 missing=()
@@ -25,3 +29,26 @@ fi
 echo "Installing system packages: ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# A PostgreSQL installed here for the tests is set up as CI's is: user postgres may connect
+# over 127.0.0.1 without a password (the tests' postgres://postgres@127.0.0.1:5432/...).
+# Only a server this script has just installed is changed; one installed before is left as
+# its admin set it up.
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+    for hba in /etc/postgresql/*/*/pg_hba.conf; do
+        [[ -f $hba ]] || continue
+        $SUDO grep -q '^# Added by cloudpanel' "$hba" && continue
+        tmp=$(mktemp)
+        {
+            echo "# Added by cloudpanel (scripts/install-system.sh test): the tests' server, as in CI."
+            echo "host all postgres 127.0.0.1/32 trust"
+            $SUDO cat "$hba"
+        } >"$tmp"
+        $SUDO install -o postgres -g postgres -m 0640 "$tmp" "$hba"
+        rm -f "$tmp"
+        # The package may have started the cluster already: have it read the new rule.
+        cluster=${hba#/etc/postgresql/}
+        cluster=${cluster%/pg_hba.conf}
+        $SUDO pg_ctlcluster "${cluster%%/*}" "${cluster#*/}" reload 2>/dev/null || true
+    done
+fi

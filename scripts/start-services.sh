@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts what cloudpanel runs on, if it is not running already: Redis, virtlogd, libvirtd.
+# Starts what cloudpanel runs on, if it is not running already: Redis, virtlogd, libvirtd;
+# with `test` (make test) also the PostgreSQL cluster on port 5432 the tests use.
 # No systemd is assumed (containers, CI): daemons are started directly. Run as root (or
 # with sudo) these daemons are set up so the panel itself never needs root: Redis runs as
 # user redis, and libvirtd lets members of group libvirt use qemu:///system.
@@ -108,7 +109,27 @@ restart_libvirtd() {
     start_libvirtd
 }
 
+# The tests' PostgreSQL (127.0.0.1:5432, see scripts/install-system.sh): a local cluster on
+# that port is started if it is down. pg_ctlcluster works without systemd.
+postgres_answers() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+start_postgres() {
+    postgres_answers && return 0
+    if ! command -v pg_lsclusters >/dev/null; then
+        echo "warning: nothing answers on 127.0.0.1:5432 and PostgreSQL is not installed" >&2
+        return 0
+    fi
+    local ver name port status
+    while read -r ver name port status _; do
+        [[ $port == 5432 && $status == down* ]] || continue
+        echo "Starting PostgreSQL $ver/$name on port 5432"
+        $SUDO pg_ctlcluster "$ver" "$name" start
+    done < <(pg_lsclusters -h 2>/dev/null)
+    for _ in $(seq 100); do postgres_answers && return 0; sleep 0.1; done
+    echo "warning: PostgreSQL does not answer on 127.0.0.1:5432" >&2
+}
+
 start_redis
+[[ ${1:-} == test ]] && start_postgres
 
 # What udev does on an ordinary host: let QEMU (group kvm) open /dev/kvm.
 if [[ -e /dev/kvm ]] && getent group kvm >/dev/null; then
