@@ -215,7 +215,7 @@ class Bench:
     def cycle(self, host, name: str) -> dict[str, float]:
         """Create on `host` through the API until running, then delete until gone."""
         from cloudpanel.virt import domains, storage
-        from hosts.services import connection_uri
+        from hosts.connection import connection_uri
         from instances.models import Instance
 
         uri = connection_uri(host)
@@ -233,7 +233,7 @@ class Bench:
         xml = ET.fromstring(domains.domain_xml_desc(uri, instance.domain_name))
         if xml.get("type") != host.domain_type:
             raise BenchError(f"{name} runs as {xml.get('type')}, not {host.domain_type}")
-        disk = instance.volumes[0]["name"]
+        disk = instance.volumes.first().name
 
         t1 = time.perf_counter()
         response = self.client.delete(f"/api/v1/instances/{instance.pk}/")
@@ -272,8 +272,8 @@ class Bench:
         import uuid
 
         from cloudpanel.virt import domain_xml, domains, storage
+        from hosts.connection import connection_uri
         from hosts.selectors import GIB
-        from hosts.services import connection_uri
 
         uri = connection_uri(host)
         guest = uuid.uuid4()

@@ -77,7 +77,7 @@ def _seed() -> tuple[str, str]:
     from cloudpanel.projects.services import project_get_default
     from hosts.models import Host
     from images.models import Image
-    from instances.models import Flavor, Instance
+    from instances.models import Flavor, Instance, Volume
 
     call_command("migrate", interactive=False, verbosity=0)
     call_command("flush", interactive=False, verbosity=0)
@@ -117,10 +117,14 @@ def _seed() -> tuple[str, str]:
             state="running",
             mac_address=f"52:54:00:00:{i // 256:02x}:{i % 256:02x}",
             ip_addresses=[f"192.168.122.{i + 2}"],
-            volumes=[{"pool": "default", "name": f"cp-{i}.qcow2", "capacity_bytes": 20 * gib}],
         )
         for i in range(INSTANCES)
     )
+    Volume.objects.bulk_create(
+        Volume(host=instance.host, instance=instance, pool="default", name=f"cp-{i}.qcow2",
+               capacity_bytes=20 * gib, state="ready")
+        for i, instance in enumerate(instances)
+    )  # fmt: skip
     for i, instance in enumerate(instances[:RUNNING_JOBS]):
         job = Job.objects.create(
             kind="instance.reboot", target_type="instance", target_id=instance.pk,

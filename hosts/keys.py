@@ -3,7 +3,7 @@
 One file per host, ``VAR_DIR/keys/host-<id>``, mode 0600 in a 0700 directory. It is written
 (atomically: a temporary file renamed over it) when the key is set or changed, or when it is
 missing, and removed when the key is cleared or the host is deleted. Reading a host's
-connection URI never rewrites it.
+connection URI never writes it (hosts/connection.py).
 """
 
 from __future__ import annotations
@@ -54,12 +54,15 @@ def write_key(host) -> Path | None:
     return path
 
 
-def ensure_key(host) -> Path:
-    """The host's key file, written first only if it is missing (another process's host)."""
-    path = key_path(host.pk)
-    if not path.exists():
-        write_key(host)
-    return path
+def restore_missing(hosts) -> list[int]:
+    """Write the key files of `hosts` that have a key but no file (a new machine, a
+    restored database); returns the ids written."""
+    written = []
+    for host in hosts:
+        if host.has_ssh_key and not key_path(host.pk).exists():
+            write_key(host)
+            written.append(host.pk)
+    return written
 
 
 def remove_key(host_id: int | None) -> None:

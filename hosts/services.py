@@ -7,7 +7,6 @@ import re
 from dataclasses import asdict
 from decimal import Decimal
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,8 +14,9 @@ from cloudpanel import crypto, virt
 from cloudpanel.errors import Conflict
 
 from . import keys
+from .connection import connection_uri, pooled_uri
 from .models import Host, HostEvent
-from .uris import HostURI, default_console_address, parse_host_uri
+from .uris import default_console_address
 
 log = logging.getLogger(__name__)
 
@@ -61,40 +61,6 @@ def explain(error: Exception) -> str:
         if pattern.search(message):
             return f"{message}. {hint}"
     return message
-
-
-def host_uri(host: Host) -> HostURI:
-    """The host's stored URI, validated again: a row saved under older rules gets no pass."""
-    try:
-        return parse_host_uri(host.uri)
-    except ValidationError as exc:
-        raise virt.VirtError(
-            f"The URI stored for host {host.name} is not accepted any more: "
-            f"{' '.join(exc.messages)} Edit the host's URI."
-        ) from exc
-
-
-def _connection_uri(host: Host, *, write_key: bool) -> str:
-    parsed = host_uri(host)
-    if parsed.transport != "ssh" or not host.has_ssh_key:
-        return parsed.uri
-    path = keys.ensure_key(host) if write_key else keys.key_path(host.pk)
-    return parsed.format((("keyfile", str(path)), ("no_tty", "1")))
-
-
-def connection_uri(host: Host) -> str:
-    """The URI the virt layer opens: the rebuilt, validated one, plus the panel's own
-    parameters (the key file of an SSH host). A read: the key file is written only if it
-    is missing; raises virt.VirtError if the stored URI is no longer valid."""
-    return _connection_uri(host, write_key=True)
-
-
-def _pooled_uri(host: Host) -> str | None:
-    """The URI the pool may hold a connection under, without touching any file."""
-    try:
-        return _connection_uri(host, write_key=False)
-    except virt.VirtError:
-        return None
 
 
 def _set_status(host: Host, status: str, message: str = "") -> None:
@@ -149,7 +115,7 @@ def host_create(
 
 
 def host_update(*, host: Host, ssh_private_key: str | None = None, **fields) -> Host:
-    old_uri, old_pooled = host.uri, _pooled_uri(host)
+    old_uri, old_pooled = host.uri, pooled_uri(host)
     for field, value in fields.items():
         setattr(host, field, value)
     if ssh_private_key is not None:
@@ -216,7 +182,7 @@ def host_delete(*, host: Host) -> None:
         raise Conflict(
             f"Host {host.name} still has {count} instance(s); move or delete them first."
         )
-    pooled = _pooled_uri(host)  # before the delete: it needs the host's id
+    pooled = pooled_uri(host)  # before the delete: it needs the host's id
     host.delete()  # the key file goes with the row (Host's post_delete)
     if pooled:
         virt.get_pool().close(pooled)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from cloudpanel.jobs.models import Job
-from cloudpanel.jobs.services import JobFailed, job_handler
+from cloudpanel.jobs.operations import job_handler
+from cloudpanel.jobs.services import JobFailed
 from hosts.models import Host
 
 from .intake import IMPORT_JOB, image_run_import
@@ -53,7 +54,7 @@ def run_image_mirror(job: Job, ctx) -> dict:
     replica = image_ensure_replica(
         image=image,
         host=host,
-        pool=job.params.get("pool", "default"),
+        pool=job.params.get("pool", host.default_pool),
         ctx=ctx,
         progress_range=(0, 100),
     )

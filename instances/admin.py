@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Flavor, Instance, Snapshot
+from .models import Flavor, Instance, Snapshot, Volume
 
 
 @admin.register(Flavor)
@@ -13,7 +13,14 @@ class InstanceAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "host", "flavor", "state", "adopted"]
     list_filter = ["state", "host", "adopted"]
     search_fields = ["name", "uuid", "domain_name"]
-    readonly_fields = ["uuid", "domain_name", "volumes", "current_job"]
+    readonly_fields = ["uuid", "domain_name", "current_job"]
+
+
+@admin.register(Volume)
+class VolumeAdmin(admin.ModelAdmin):
+    list_display = ["name", "pool", "host", "role", "state", "instance"]
+    list_filter = ["role", "state", "host"]
+    search_fields = ["name", "path"]
 
 
 @admin.register(Snapshot)

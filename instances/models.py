@@ -66,8 +66,6 @@ class Instance(models.Model):
     )
     mac_address = models.CharField(max_length=17, blank=True)
     ip_addresses = models.JSONField(default=list, blank=True)
-    # Volumes created for this instance, recorded before creation so none is ever untracked.
-    volumes = models.JSONField(default=list, blank=True)
     adopted = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -103,3 +101,51 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance}@{self.name}"
+
+
+class Volume(models.Model):
+    """A storage volume on a host that the panel made or manages.
+
+    The row is written before libvirt creates the volume (state `creating`), so a crash in
+    between leaves a row to clean up, never an untracked volume; delete and reconcile work
+    from these rows.
+    """
+
+    class Role(models.TextChoices):
+        ROOT = "root", "Root disk"
+        CDROM = "cdrom", "CD-ROM"
+        DATA = "data", "Data disk"
+        MIRROR = "mirror", "Mirror"
+        BACKUP = "backup", "Backup"
+
+    class State(models.TextChoices):
+        CREATING = "creating", "Being created"
+        READY = "ready", "Ready"
+
+    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="volumes")
+    pool = models.CharField(max_length=128)
+    name = models.CharField(max_length=255)
+    path = models.CharField(max_length=4096, blank=True)
+    format = models.CharField(max_length=16, default="qcow2")
+    capacity_bytes = models.BigIntegerField(default=0)
+    allocation_bytes = models.BigIntegerField(default=0)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ROOT)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CREATING)
+    # Null once the instance is gone: the volume is still on the host, and still listed.
+    instance = models.ForeignKey(
+        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="volumes"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "pool", "name"], name="unique_volume_on_host")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pool}/{self.name}"
+
+    def as_dict(self) -> dict:
+        """The shape the API has always shown an instance's volumes in."""
+        return {"pool": self.pool, "name": self.name, "path": self.path, "role": self.role}

@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, field
 
 from cloudpanel import virt
+from hosts.connection import connection_uri
 from hosts.models import Host
-from hosts.services import connection_uri
 
 from .models import Instance
 from .selectors import unmanaged_among

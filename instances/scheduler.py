@@ -9,8 +9,6 @@ from hosts.selectors import GIB, MIB, host_capacity, hosts_with_allocation
 
 from .models import Flavor
 
-DEFAULT_POOL = "default"
-
 
 class NoValidHost(Exception):
     """No host can take the instance; the message says why, for a person."""
@@ -27,12 +25,13 @@ class Need:
         return cls(flavor.vcpus, flavor.ram_mib * MIB, flavor.disk_gib * GIB)
 
 
-def has_pool(host: Host, pool: str = DEFAULT_POOL) -> bool:
+def has_pool(host: Host, pool: str) -> bool:
     return any(p.get("name") == pool and p.get("active") for p in host.storage_pools or [])
 
 
-def why_not(host: Host, need: Need, pool: str = DEFAULT_POOL) -> str | None:
-    """None when the host can take `need`, else the reason it cannot."""
+def why_not(host: Host, need: Need) -> str | None:
+    """None when the host can take `need` (in its default pool), else the reason it cannot."""
+    pool = host.default_pool
     if not host.enabled:
         return f"host {host.name} is disabled"
     if host.maintenance:

@@ -9,8 +9,8 @@ from django.db.models import F, QuerySet
 from cloudpanel import virt
 from cloudpanel.jobs.models import Job
 from cloudpanel.projects import access
+from hosts.connection import connection_uri
 from hosts.models import Host
-from hosts.services import connection_uri
 
 from .models import Flavor, Instance
 
@@ -29,9 +29,13 @@ _RELATED_NAMES = {
 
 
 def instances_for_user(user) -> QuerySet[Instance]:
-    qs = Instance.objects.select_related(
-        "host", "flavor", "image", "project", "current_job__requested_by", "owner"
-    ).annotate(**_RELATED_NAMES)
+    qs = (
+        Instance.objects.select_related(
+            "host", "flavor", "image", "project", "current_job__requested_by", "owner"
+        )
+        .prefetch_related("volumes")
+        .annotate(**_RELATED_NAMES)
+    )
     return access.scope_to_user(qs, user)
 
 
@@ -40,6 +44,8 @@ def instance_list_for_user(user) -> QuerySet[Instance]:
     job, without building the related rows themselves (the host's capabilities, pools and
     networks were decoded from JSON on every row, for nothing)."""
     qs = Instance.objects.select_related("current_job__requested_by").annotate(**_RELATED_NAMES)
+    if access.sees_infrastructure(user):  # volumes are shown to admins only
+        qs = qs.prefetch_related("volumes")
     return access.scope_to_user(qs, user)
 
 
@@ -48,7 +54,7 @@ def flavors() -> QuerySet[Flavor]:
 
 
 def instance_jobs(instance: Instance) -> QuerySet[Job]:
-    return Job.objects.filter(target_type="instance", target_id=instance.pk).order_by(
+    return Job.objects.filter(target_type=Job.TargetType.INSTANCE, target_id=instance.pk).order_by(
         "-created_at", "-id"
     )
 

@@ -3,47 +3,24 @@
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from cloudpanel.errors import Conflict
+from cloudpanel.errors import PAGE_ERRORS, page_message
 from cloudpanel.forms import add_service_errors
-from cloudpanel.jobs.services import JobConflict
+from cloudpanel.pages import attempt
 from cloudpanel.projects import access
-from cloudpanel.virt import VirtError
 from hosts.models import Host
 
-from . import selectors, services
+from . import operations, selectors, services
 from .forms import FlavorForm, InstanceCreateForm, ResizeForm, ShutdownForm, SnapshotForm
 from .models import Flavor, Instance, Snapshot
 
 
 def _instance(request, pk):
     return get_object_or_404(selectors.instances_for_user(request.user), pk=pk)
-
-
-def _errors(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-    return " ".join(exc.messages)
-
-
-def _run(request, fn, success: str, **kwargs):
-    """Call a service; report the outcome as a message (never a 500 for a refused action)."""
-    try:
-        result = fn(**kwargs)
-    except ValidationError as exc:
-        messages.error(request, _errors(exc))
-    except (JobConflict, Conflict, VirtError) as exc:
-        messages.error(request, str(exc))
-    except PermissionDenied as exc:
-        messages.error(request, str(exc) or "Not allowed.")
-    else:
-        messages.success(request, success)
-        return result
-    return None
 
 
 @login_required
@@ -61,7 +38,7 @@ def instance_create(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            instance, job = services.instance_create(
+            job = operations.CREATE.start(
                 user=request.user,
                 name=data["name"],
                 image=data["image"],
@@ -71,11 +48,11 @@ def instance_create(request):
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
-        except PermissionDenied as exc:
-            form.add_error(None, str(exc) or "Not allowed.")
+        except PAGE_ERRORS as exc:
+            form.add_error(None, page_message(exc))
         else:
-            messages.success(request, f"Creating instance {instance.name} (job {job.id}).")
-            return redirect("instances:detail", instance.pk)
+            messages.success(request, f"Creating instance {job.target_name} (job {job.id}).")
+            return redirect("instances:detail", job.target_id)
     return render(request, "instances/form.html", {"form": form})
 
 
@@ -92,8 +69,8 @@ def instance_detail(request, pk: int):
             "can_act": access.can_act(request.user, instance.project),
             "resize_form": ResizeForm(),
             "snapshot_form": SnapshotForm(),
-            # Only the power actions the instance's state allows (the service's own rule).
-            "actions": [a for a in services.POWER_ACTIONS if instance.state in services._NEEDS[a]],
+            # Only the power actions the instance's state allows (the operations' own rule).
+            "actions": [a for a, op in operations.POWER.items() if op.offered_for(instance)],
         },
     )
 
@@ -102,21 +79,21 @@ def instance_detail(request, pk: int):
 @require_POST
 def instance_action(request, pk: int, action: str):
     instance = _instance(request, pk)
-    if action not in services.POWER_ACTIONS:
+    operation = operations.POWER.get(action)
+    if operation is None:
         raise Http404("unknown action")
     params = {}
     if action == "shutdown":
         form = ShutdownForm(request.POST)
         if form.is_valid() and form.cleaned_data.get("force_after") is not None:
             params["force_after"] = form.cleaned_data["force_after"]
-    _run(
+    attempt(
         request,
-        services.instance_action,
+        operation.start,
         f"{action.capitalize()} requested.",
         user=request.user,
-        instance=instance,
-        action=action,
-        params=params,
+        target=instance,
+        **params,
     )
     return redirect("instances:detail", pk)
 
@@ -127,12 +104,12 @@ def instance_resize(request, pk: int):
     instance = _instance(request, pk)
     form = ResizeForm(request.POST)
     if form.is_valid():
-        _run(
+        attempt(
             request,
-            services.instance_resize,
+            operations.RESIZE.start,
             "Resize requested.",
             user=request.user,
-            instance=instance,
+            target=instance,
             flavor=form.cleaned_data["flavor"],
         )
     else:
@@ -144,12 +121,12 @@ def instance_resize(request, pk: int):
 @require_POST
 def instance_delete(request, pk: int):
     instance = _instance(request, pk)
-    if _run(
+    if attempt(
         request,
-        services.instance_delete,
+        operations.DELETE.start,
         f"Deleting {instance.name}.",
         user=request.user,
-        instance=instance,
+        target=instance,
     ):
         return redirect("instances:list")
     return redirect("instances:detail", pk)
@@ -160,7 +137,7 @@ def instance_delete(request, pk: int):
 def instance_forget(request, pk: int):
     instance = _instance(request, pk)
     forgotten = f"{instance.name} forgotten; nothing on its host was touched."
-    _run(request, services.instance_forget, forgotten, user=request.user, instance=instance)
+    attempt(request, services.instance_forget, forgotten, user=request.user, instance=instance)
     if Instance.objects.filter(pk=pk).exists():  # refused: the message says why
         return redirect("instances:detail", pk)
     return redirect("instances:list")
@@ -172,12 +149,12 @@ def snapshot_create(request, pk: int):
     instance = _instance(request, pk)
     form = SnapshotForm(request.POST)
     if form.is_valid():
-        _run(
+        attempt(
             request,
-            services.snapshot_create,
+            operations.TAKE_SNAPSHOT.start,
             "Snapshot requested.",
             user=request.user,
-            instance=instance,
+            target=instance,
             name=form.cleaned_data["name"],
             description=form.cleaned_data.get("description", ""),
         )
@@ -190,11 +167,12 @@ def snapshot_create(request, pk: int):
 @require_POST
 def snapshot_revert(request, pk: int, sid: int):
     snapshot = get_object_or_404(Snapshot, pk=sid, instance=_instance(request, pk))
-    _run(
+    attempt(
         request,
-        services.snapshot_revert,
+        operations.REVERT_SNAPSHOT.start,
         f"Reverting to {snapshot.name}.",
         user=request.user,
+        target=snapshot.instance,
         snapshot=snapshot,
     )
     return redirect("instances:detail", pk)
@@ -204,11 +182,12 @@ def snapshot_revert(request, pk: int, sid: int):
 @require_POST
 def snapshot_delete(request, pk: int, sid: int):
     snapshot = get_object_or_404(Snapshot, pk=sid, instance=_instance(request, pk))
-    _run(
+    attempt(
         request,
-        services.snapshot_delete,
+        operations.DELETE_SNAPSHOT.start,
         f"Deleting snapshot {snapshot.name}.",
         user=request.user,
+        target=snapshot.instance,
         snapshot=snapshot,
     )
     return redirect("instances:detail", pk)
@@ -232,7 +211,7 @@ def flavor_list(request):
 @require_POST
 def flavor_delete(request, pk: int):
     flavor = get_object_or_404(Flavor, pk=pk)
-    _run(request, services.flavor_delete, f"Flavor {flavor.name} deleted.", flavor=flavor)
+    attempt(request, services.flavor_delete, f"Flavor {flavor.name} deleted.", flavor=flavor)
     return redirect("instances:flavors")
 
 
@@ -242,7 +221,7 @@ def instance_adopt(request):
     """Adopt a domain listed as unmanaged on a host's page."""
     host = get_object_or_404(Host, pk=request.POST.get("host"))
     domain = request.POST.get("domain", "")
-    instance = _run(
+    instance = attempt(
         request,
         services.instance_adopt,
         f"Domain {domain} is now managed.",

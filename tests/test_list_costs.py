@@ -10,7 +10,7 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.projects.models import Membership, Project
 from hosts.models import Host
 from images.models import Image
-from instances.models import Flavor, Instance
+from instances.models import Flavor, Instance, Volume
 
 pytestmark = pytest.mark.django_db
 
@@ -55,8 +55,9 @@ def test_instance_list_costs_two_queries_for_an_admin(
 ):
     make_fleet(default_project, Project.objects.create(name="other"), admin_user, *size)
     client = token_client(admin_user)
-    # The token and its user, the page with every related name and job (one page: no count).
-    with django_assert_num_queries(2):
+    # The token and its user, the page with every related name and job (one page: no
+    # count), the page's volumes.
+    with django_assert_num_queries(3):
         response = client.get("/api/v1/instances/")
     assert response.status_code == 200
     body = response.json()
@@ -132,8 +133,9 @@ def _varied_rows(project, owner) -> list[int]:
                                    state_reason="libvirt: disk /var/lib/x is gone")  # fmt: skip
     adopted = Instance.objects.create(
         name="adopted", project=project, flavor=flavor, owner=owner, adopted=True,
-        host=Host.objects.first(), ip_addresses=["10.0.0.5"], volumes=[{"pool": "default"}],
+        host=Host.objects.first(), ip_addresses=["10.0.0.5"],
     )  # fmt: skip
+    Volume.objects.create(host=adopted.host, instance=adopted, pool="default", name="a.qcow2")
     for instance, requester, status in ((bare, None, "failed"), (adopted, owner, "succeeded")):
         job = Job.objects.create(
             kind="instance.start", target_type="instance", target_id=instance.pk,

@@ -13,11 +13,12 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from cloudpanel.jobs.models import Job
-from cloudpanel.jobs.services import JobFailed, job_create, job_execute, job_handler
+from cloudpanel.jobs.operations import job_handler
+from cloudpanel.jobs.services import JobFailed, job_create, job_execute
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Membership, Project
 from hosts.models import Host
-from instances.models import Flavor, Instance
+from instances.models import Flavor, Instance, Volume
 
 HOST_NAME = "hv-secret-07"
 HOST_URI = "qemu+tcp://127.0.0.7:16509/system"
@@ -62,10 +63,12 @@ def world(db, member_user, admin_user):
         host=host,
         state=Instance.State.ERROR,
         state_reason=f"Provisioning failed: cannot open {PATH} on {HOST_NAME}",
-        volumes=[{"pool": POOL, "name": "cp-x-disk0.qcow2", "path": PATH, "role": "root"}],
     )
     instance.domain_name = f"cp-{instance.uuid}"
     instance.save()
+    Volume.objects.create(
+        host=host, instance=instance, pool=POOL, name="cp-x-disk0.qcow2", path=PATH, role="root"
+    )
     job = job_create(
         kind="test.visibility",
         target_type="instance",

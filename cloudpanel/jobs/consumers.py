@@ -23,8 +23,8 @@ from django.utils.crypto import constant_time_compare
 
 from cloudpanel.projects.access import job_event_visible, visible_project_ids
 
+from .events import job_to_event
 from .selectors import jobs_visible_to
-from .services import job_to_event
 
 RECHECK_SECONDS = 30.0
 CLOSE_SIGNED_OUT = 4401

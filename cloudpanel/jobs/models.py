@@ -13,16 +13,26 @@ class Job(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class TargetType(models.TextChoices):
+        INSTANCE = "instance", "Instance"
+        IMAGE = "image", "Image"
+        HOST = "host", "Host"
+
     ACTIVE = (Status.PENDING, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     kind = models.CharField(max_length=64, db_index=True)
-    target_type = models.CharField(max_length=32, db_index=True)  # instance, image, host
+    target_type = models.CharField(max_length=32, choices=TargetType.choices, db_index=True)
     target_id = models.BigIntegerField(null=True, blank=True)
     target_name = models.CharField(max_length=255, blank=True)
     # Exclusive jobs change their target: at most one pending or running per target.
     exclusive = models.BooleanField(default=True)
     params = models.JSONField(default=dict, blank=True)
+    # A job run as one step of a larger one (an evacuation's migrations): cancelling the
+    # parent stops it, and its outcome is part of the parent's result.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
     )

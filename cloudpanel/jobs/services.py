@@ -18,19 +18,18 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync
 from celery.exceptions import SoftTimeLimitExceeded
-from channels.layers import get_channel_layer
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from cloudpanel.errors import Conflict
-from cloudpanel.projects.access import GENERIC_JOB_FAILURE, public_job_error
+from cloudpanel.projects.access import GENERIC_JOB_FAILURE
 
+from . import registry
 from .models import Job
+from .signals import job_changed
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +37,6 @@ HEARTBEAT_SECONDS = 10
 CANCELLED = "Cancelled on request"
 TIMED_OUT = "Timed out: the job ran past its time limit"
 STALE_AFTER = timedelta(seconds=60)
-
-Handler = Callable[[Job, "JobContext"], dict | None]
-_handlers: dict[str, Handler] = {}
-# Called when a job ends without its handler finishing: reaped, or cancelled before it ran.
-_abandon_hooks: dict[str, Callable[[Job], None]] = {}
 
 
 class JobConflict(Conflict):
@@ -78,67 +72,9 @@ def _public_text(text: str, public: bool | str) -> str:
     return public or ""
 
 
-def job_handler(kind: str, on_abandoned: Callable[[Job], None] | None = None):
-    """Register the function that runs jobs of `kind`, and optionally the one that repairs the
-    target when such a job ends without its handler finishing (worker died, or cancelled
-    while pending)."""
-
-    def decorate(fn: Handler) -> Handler:
-        _handlers[kind] = fn
-        if on_abandoned:
-            _abandon_hooks[kind] = on_abandoned
-        return fn
-
-    return decorate
-
-
-def job_to_event(job: Job, *, public: bool = False) -> dict:
-    """The job as a socket event: the admin's view, or with `public` the tenant's."""
-    if public:
-        step, error = job.public_step, public_job_error(job)
-    else:
-        step, error = job.step, job.error
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "status": job.status,
-        "progress": job.progress,
-        "step": step,
-        "error": error,
-        "target": {"type": job.target_type, "id": job.target_id, "name": job.target_name},
-        "project": job.project_id,
-    }
-
-
-def job_groups(job: Job) -> list[str]:
-    groups = [f"job.{job.id}", "jobs.all"]
-    if job.project_id:
-        groups.append(f"jobs.project.{job.project_id}")
-    return groups
-
-
 def broadcast(job: Job) -> None:
-    """Push the job's state to its Channels groups; a down layer never fails the job."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    # Both views travel to the consumers, which send each socket only the one its user may
-    # read (and re-check that the user still sees the job's project).
-    message = {
-        "type": "job.update",
-        "job": job_to_event(job),
-        "public": job_to_event(job, public=True),
-    }
-
-    async def send_to_all() -> None:
-        for group in job_groups(job):
-            await layer.group_send(group, message)
-
-    try:
-        # One event loop (so one Redis connection) for all the groups, not one per group.
-        async_to_sync(send_to_all)()
-    except Exception as exc:  # Redis down: the job goes on, pollers still see it
-        log.warning("could not broadcast job %s: %s", job.id, exc)
+    """Tell whoever listens (the sockets, see events.py) that the job changed."""
+    job_changed.send(sender=Job, job=job)
 
 
 def job_create(
@@ -152,14 +88,14 @@ def job_create(
     params: dict | None = None,
     exclusive: bool = True,
     enqueue: bool = True,
+    parent: Job | None = None,
 ) -> Job:
     """Create a pending job and enqueue it when the surrounding transaction commits.
 
     Raises JobConflict when an exclusive job is already pending or running on the target;
     the database constraint makes that check race-free.
     """
-    if kind not in _handlers:
-        raise ValueError(f"no handler registered for job kind {kind!r}")
+    registry.get(kind)  # an unknown kind is a bug: fail before any row is written
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -171,6 +107,7 @@ def job_create(
                 requested_by=user if user is not None and user.is_authenticated else None,
                 params=params or {},
                 exclusive=exclusive,
+                parent=parent,
                 # Known before enqueueing, so the enqueue needs no second write.
                 celery_task_id=str(uuid.uuid4()),
             )
@@ -238,11 +175,111 @@ class JobContext:
         self.job.save(update_fields=fields)
 
     def cancelled(self) -> bool:
-        return Job.objects.filter(id=self.job.id, cancel_requested=True).exists()
+        """Cancellation was asked of this job or of a job it runs under."""
+        ids = [self.job.id, *self._ancestor_ids()]
+        return Job.objects.filter(id__in=ids, cancel_requested=True).exists()
 
     def check_cancelled(self) -> None:
         if self.cancelled():
             raise JobCancelled()
+
+    def _ancestor_ids(self) -> list[int]:
+        if not hasattr(self, "_ancestors"):
+            ids, parent_id = [], self.job.parent_id
+            while parent_id is not None and parent_id not in ids:
+                ids.append(parent_id)
+                parent_id = (
+                    Job.objects.filter(id=parent_id).values_list("parent_id", flat=True).first()
+                )
+            self._ancestors = ids
+        return self._ancestors
+
+    def run_children(self, children: list[ChildSpec], *, start: int = 0, end: int = 100):
+        """Run child jobs one after another under this job, and return their outcomes.
+
+        All children are created first (so the parent lists what it will do), then each
+        runs through the same runner as any job: its own status, heartbeat and repair.
+        The parent's progress moves from `start` to `end` as the children advance. When the
+        parent is cancelled, the running child stops at its next step (it sees its
+        parent's cancellation) and the children not started yet are cancelled.
+        """
+        jobs = [
+            job_create(
+                kind=child.operation.kind,
+                target_type=child.operation.target_type,
+                target_id=child.target.pk,
+                target_name=child.operation.target_name(child.target),
+                project=child.operation.target_project(child.target),
+                user=self.job.requested_by,
+                params=child.params,
+                exclusive=child.operation.exclusive,
+                enqueue=False,
+                parent=self.job,
+            )
+            for child in children
+        ]
+        span = (end - start) / max(len(jobs), 1)
+        try:
+            for index, child in enumerate(jobs):
+                self.progress(
+                    start + int(span * index),
+                    f"Running {child.kind} on {child.target_name} ({index + 1} of {len(jobs)})",
+                    public=f"Step {index + 1} of {len(jobs)}",
+                )
+                with _ChildProgress(self, child.id, start + span * index, span):
+                    job_execute(child.id)
+        finally:
+            for child in jobs:  # after a cancellation: the children that never started
+                job_cancel(job=Job.objects.get(id=child.id))
+        outcomes = [child_outcome(job) for job in Job.objects.filter(parent=self.job)]
+        self.check_cancelled()
+        return outcomes
+
+
+class ChildSpec:
+    """One child job to run: an operation, its target and its checked parameters."""
+
+    def __init__(self, operation, target, params: dict | None = None):
+        self.operation, self.target, self.params = operation, target, params or {}
+
+
+def child_outcome(job: Job) -> dict:
+    """What a finished child reports up to its parent (the admin's view)."""
+    return {
+        "job": job.id,
+        "kind": job.kind,
+        "target": {"type": job.target_type, "id": job.target_id, "name": job.target_name},
+        "status": job.status,
+        "result": job.result,
+        "error": job.error,
+    }
+
+
+class _ChildProgress:
+    """While a child runs, its progress moves the parent's within the child's share."""
+
+    def __init__(self, ctx: JobContext, child_id: int, base: float, span: float):
+        self.ctx, self.child_id, self.base, self.span = ctx, child_id, base, span
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.wait(1.0):
+                child = Job.objects.filter(id=self.child_id).values("progress").first()
+                if child:
+                    percent = int(self.base + self.span * child["progress"] / 100)
+                    Job.objects.filter(id=self.ctx.job.id).update(progress=percent)
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 class _Heartbeat:
@@ -322,7 +359,7 @@ def job_execute(job_id: int, *, task_id: str = "") -> None:
         if job.cancel_requested:
             raise JobCancelled()
         with _Heartbeat(job.id):
-            result = _handlers[job.kind](job, ctx)
+            result = registry.get(job.kind).run(job, ctx)
     except JobCancelled:
         _finish(job, Job.Status.CANCELLED, error=CANCELLED, public_error=CANCELLED)
     except SoftTimeLimitExceeded:
@@ -338,7 +375,10 @@ def job_execute(job_id: int, *, task_id: str = "") -> None:
 
 
 def job_cancel(*, job: Job) -> Job:
-    """Cancel a pending job at once; ask a running one to stop at its next step."""
+    """Cancel a pending job at once; ask a running one to stop at its next step.
+
+    A parent's children see its cancellation (JobContext.cancelled); those not started yet
+    are cancelled by the parent as it stops."""
     if job.status == Job.Status.PENDING:
         updated = Job.objects.filter(id=job.id, status=Job.Status.PENDING).update(
             status=Job.Status.CANCELLED,
@@ -359,12 +399,10 @@ def job_cancel(*, job: Job) -> Job:
 
 
 def _run_abandon_hook(job: Job) -> None:
-    hook = _abandon_hooks.get(job.kind)
-    if hook:
-        try:
-            hook(job)
-        except Exception:
-            log.exception("abandon hook for job %s failed", job.id)
+    try:
+        registry.get(job.kind).on_abandoned(job)
+    except Exception:
+        log.exception("abandon hook for job %s failed", job.id)
 
 
 def job_reap_stale(*, now=None) -> list[int]:

@@ -30,6 +30,7 @@ class InstanceSerializer(FastReadMixin, serializers.ModelSerializer):
     image_name = serializers.CharField(read_only=True, allow_null=True)
     project_name = serializers.CharField(read_only=True)
     owner = serializers.CharField(source="owner_name", read_only=True, allow_null=True)
+    volumes = serializers.SerializerMethodField()
 
     class Meta:
         model = Instance
@@ -69,6 +70,13 @@ class InstanceSerializer(FastReadMixin, serializers.ModelSerializer):
                 data.pop(name, None)
             data["state_reason"] = access.instance_reason_for(user, instance)
         return data
+
+    def get_volumes(self, obj) -> list[dict]:
+        # Admins only (to_representation drops it for others, who get no query for it);
+        # prefetched by the instances' selectors: one query per list, not one per row.
+        if not self.__dict__.setdefault("_sees_volumes", access.sees_infrastructure(viewer(self))):
+            return []
+        return [volume.as_dict() for volume in obj.volumes.all()]
 
     def get_host_key(self, obj) -> str:
         # One HMAC per (host, project) of a list, not one per row.

@@ -7,15 +7,17 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from cloudpanel.api import call_service, job_accepted
+from cloudpanel.errors import HostUnavailable
 from cloudpanel.jobs.api.serializers import JobSerializer
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
 from hosts.models import Host
 from images.models import Image
 
-from .. import selectors, services
+from .. import operations, selectors, services
 from ..filters import InstanceFilter
 from ..models import Flavor, Snapshot
+from ..rules import image_visible
 from .serializers import (
     AdoptSerializer,
     FlavorSerializer,
@@ -107,15 +109,15 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         # Before any lookup: an unknown host and a real one get the same answer.
         access.require_host_choice_allowed(request.user, v.get("host"))
         image = _get_or_400(Image, v["image"], "image", "image")
-        if image is not None and not services.image_visible(request.user, image):
+        if image is not None and not image_visible(request.user, image):
             raise ValidationError({"image": [f"Unknown image {v['image']}."]})
         flavor = _get_or_400(Flavor, v["flavor"], "flavor", "flavor")
         host = _get_or_400(Host, v.get("host"), "host", "host")
         project = _get_or_400(Project, v.get("project"), "project", "project")
         if project is not None and not access.can_view(request.user, project):
             raise ValidationError({"project": [f"Unknown project {v['project']}."]})
-        instance, job = call_service(
-            services.instance_create,
+        job = call_service(
+            operations.CREATE.start,
             user=request.user,
             name=v["name"],
             image=image,
@@ -123,7 +125,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             project=project,
             host=host,
         )
-        return job_accepted(job, {"instance": instance.pk})
+        return job_accepted(job, {"instance": job.target_id})
 
     @extend_schema(request=InstanceRenameSerializer, responses=InstanceSerializer)
     def partial_update(self, request, pk=None):
@@ -144,7 +146,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(request=None, responses={202: JobSerializer})
     def destroy(self, request, pk=None):
-        job = services.instance_delete(user=request.user, instance=self.get_object())
+        job = operations.DELETE.start(user=request.user, target=self.get_object())
         return job_accepted(job, {"instance": int(pk)})
 
     @extend_schema(request=None, responses={204: None})
@@ -156,11 +158,10 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     def _power(self, request, action_name: str, params: dict | None = None):
         job = call_service(
-            services.instance_action,
+            operations.POWER[action_name].start,
             user=request.user,
-            instance=self.get_object(),
-            action=action_name,
-            params=params,
+            target=self.get_object(),
+            **(params or {}),
         )
         return job_accepted(job)
 
@@ -209,7 +210,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         data.is_valid(raise_exception=True)
         flavor = _get_or_400(Flavor, data.validated_data["flavor"], "flavor", "flavor")
         job = call_service(
-            services.instance_resize, user=request.user, instance=instance, flavor=flavor
+            operations.RESIZE.start, user=request.user, target=instance, flavor=flavor
         )
         return job_accepted(job)
 
@@ -225,28 +226,31 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         data = SnapshotCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = call_service(
-            services.snapshot_create,
+            operations.TAKE_SNAPSHOT.start,
             user=request.user,
-            instance=instance,
+            target=instance,
             name=data.validated_data["name"],
             description=data.validated_data.get("description", ""),
         )
         return job_accepted(job)
 
-    def _snapshot(self, sid) -> Snapshot:
-        return get_object_or_404(Snapshot, pk=sid, instance=self.get_object())
+    def _on_snapshot(self, operation, sid):
+        instance = self.get_object()
+        snapshot = get_object_or_404(Snapshot, pk=sid, instance=instance)
+        job = call_service(
+            operation.start, user=self.request.user, target=instance, snapshot=snapshot
+        )
+        return job_accepted(job, {"snapshot": int(sid)})
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<sid>[0-9]+)/revert")
     def snapshot_revert(self, request, pk=None, sid=None):
-        job = services.snapshot_revert(user=request.user, snapshot=self._snapshot(sid))
-        return job_accepted(job, {"snapshot": int(sid)})
+        return self._on_snapshot(operations.REVERT_SNAPSHOT, sid)
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<sid>[0-9]+)")
     def snapshot_delete(self, request, pk=None, sid=None):
-        job = services.snapshot_delete(user=request.user, snapshot=self._snapshot(sid))
-        return job_accepted(job, {"snapshot": int(sid)})
+        return self._on_snapshot(operations.DELETE_SNAPSHOT, sid)
 
     @extend_schema(request=None, responses=dict)
     @action(detail=False, methods=["get"])
@@ -259,9 +263,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             raise ValidationError({"host": ["A host id is required."]})
         host = get_object_or_404(Host, pk=int(host_id))
         if host.status != Host.Status.ONLINE:
-            from cloudpanel.virt import HostUnreachable
-
-            raise HostUnreachable(f"Host {host.name} is {host.status}")
+            raise HostUnavailable(f"Host {host.name} is {host.status}")
         return Response(selectors.unmanaged_domains(host))
 
     @extend_schema(request=AdoptSerializer, responses={201: InstanceSerializer})

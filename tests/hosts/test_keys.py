@@ -4,8 +4,10 @@ import stat
 
 import pytest
 
+from hosts import keys
+from hosts.connection import connection_uri
 from hosts.models import Host
-from hosts.services import connection_uri, host_create, host_delete, host_update
+from hosts.services import host_create, host_delete, host_update
 from hosts.uris import libvirt_parse
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nNOT-A-REAL-KEY\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -41,11 +43,14 @@ def test_connection_uri_is_a_read_and_names_the_key_structurally(ssh_host, keys_
     assert libvirt_parse(first).params == (("keyfile", str(path)), ("no_tty", "1"))
 
 
-def test_a_missing_key_file_is_written_again_lazily(ssh_host, keys_dir):
+def test_a_missing_key_file_is_restored_by_setup_never_by_a_read(ssh_host, keys_dir):
     path = keys_dir / f"host-{ssh_host.pk}"
     path.unlink()
     connection_uri(ssh_host)
+    assert not path.exists()  # reading the URI writes nothing
+    assert keys.restore_missing(Host.objects.all()) == [ssh_host.pk]
     assert path.read_text() == KEY and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert keys.restore_missing(Host.objects.all()) == []  # once only
 
 
 def test_changing_or_clearing_the_key_rewrites_or_removes_the_file(ssh_host, keys_dir):

@@ -77,7 +77,7 @@ def run_ok(job: Job) -> Job:
 
 
 def uri_of(host) -> str:
-    from hosts.services import connection_uri
+    from hosts.connection import connection_uri
 
     return connection_uri(host)
 

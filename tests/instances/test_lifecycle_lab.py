@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from cloudpanel.jobs.models import Job
-from instances import services
-from instances.models import Instance
+from instances import operations
+from instances.models import Instance, Volume
 from lab import virsh
 
 from .conftest import dom_state, domain_names, pool_volumes, run, run_ok, uri_of
@@ -17,12 +17,15 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.django_db]
 
 
 def provision(user, image, flavor, host, **kwargs) -> Instance:
-    instance, job = services.instance_create(
+    job = operations.CREATE.start(
         user=user, name=kwargs.pop("name", "vm1"), image=image, flavor=flavor, host=host, **kwargs
     )
     run_ok(job)
-    instance.refresh_from_db()
-    return instance
+    return Instance.objects.get(pk=job.target_id)
+
+
+def _volumes(instance) -> list[dict]:
+    return [v.as_dict() for v in instance.volumes.all()]
 
 
 def live_xml(host, name: str) -> ET.Element:
@@ -31,14 +34,14 @@ def live_xml(host, name: str) -> ET.Element:
 
 def action(user, instance, name, **params) -> Job:
     instance.refresh_from_db()
-    job = run_ok(services.instance_action(user=user, instance=instance, action=name, params=params))
+    job = run_ok(operations.POWER[name].start(user=user, target=instance, **params))
     instance.refresh_from_db()
     return job
 
 
 def delete(user, instance) -> Job:
     instance.refresh_from_db()
-    return run_ok(services.instance_delete(user=user, instance=instance))
+    return run_ok(operations.DELETE.start(user=user, target=instance))
 
 
 def test_provision_on_tcg_host_then_delete(lab_hosts, admin_user, qcow2_image, tiny_flavor):
@@ -56,7 +59,7 @@ def test_provision_on_tcg_host_then_delete(lab_hosts, admin_user, qcow2_image, t
     assert root.find("devices/graphics").get("type") == "vnc"
     assert root.find("devices/graphics").get("autoport") == "yes"
     assert root.find("devices/serial") is not None
-    disk = instance.volumes[0]["name"]
+    disk = instance.volumes.first().name
     assert disk in pool_volumes(host)
 
     delete(admin_user, instance)
@@ -110,12 +113,12 @@ def test_every_power_action(lab_hosts, admin_user, qcow2_image, tiny_flavor):
 def test_shutdown_without_force_fails_cleanly(
     lab_hosts, admin_user, qcow2_image, tiny_flavor, monkeypatch
 ):
-    from instances import jobs
+    from instances.operations import power
 
-    monkeypatch.setattr(jobs, "SHUTDOWN_TIMEOUT", 0.5)
+    monkeypatch.setattr(power, "SHUTDOWN_TIMEOUT", 0.5)
     host = lab_hosts[1]
     instance = provision(admin_user, qcow2_image, tiny_flavor, host)
-    job = run(services.instance_action(user=admin_user, instance=instance, action="shutdown"))
+    job = run(operations.POWER["shutdown"].start(user=admin_user, target=instance))
     assert job.status == "failed" and "did not shut down" in job.error
     instance.refresh_from_db()
     assert instance.state == "running" and instance.current_job is None
@@ -130,8 +133,8 @@ def test_snapshot_create_revert_delete(lab_hosts, admin_user, qcow2_image, tiny_
     uri, name = uri_of(host), instance.domain_name
 
     job = run_ok(
-        services.snapshot_create(
-            user=admin_user, instance=instance, name="before", description="a <b> & 'c'"
+        operations.TAKE_SNAPSHOT.start(
+            user=admin_user, target=instance, name="before", description="a <b> & 'c'"
         )
     )
     snap = instance.snapshots.get(pk=job.result["snapshot"])
@@ -142,16 +145,16 @@ def test_snapshot_create_revert_delete(lab_hosts, admin_user, qcow2_image, tiny_
 
     action(admin_user, instance, "stop")
     assert dom_state(host, name) == "shut off"
-    run_ok(services.snapshot_revert(user=admin_user, snapshot=snap))
+    run_ok(operations.REVERT_SNAPSHOT.start(user=admin_user, target=instance, snapshot=snap))
     instance.refresh_from_db()
     assert dom_state(host, name) == "running" and instance.state == "running"
 
-    run_ok(services.snapshot_delete(user=admin_user, snapshot=snap))
+    run_ok(operations.DELETE_SNAPSHOT.start(user=admin_user, target=instance, snapshot=snap))
     assert virsh(uri, "snapshot-list", name, "--name").stdout.split() == []
     assert not instance.snapshots.exists()
 
     # Delete with snapshots left behind: the metadata goes with the domain.
-    run_ok(services.snapshot_create(user=admin_user, instance=instance, name="left"))
+    run_ok(operations.TAKE_SNAPSHOT.start(user=admin_user, target=instance, name="left"))
     delete(admin_user, instance)
     assert name not in domain_names(host)
 
@@ -164,19 +167,19 @@ def test_resize_while_shut_off(lab_hosts, admin_user, qcow2_image, tiny_flavor, 
     host = lab_hosts[1]
     instance = provision(admin_user, qcow2_image, tiny_flavor, host)
     with pytest.raises(Conflict):
-        services.instance_resize(user=admin_user, instance=instance, flavor=small_flavor)
+        operations.RESIZE.start(user=admin_user, target=instance, flavor=small_flavor)
     action(admin_user, instance, "stop")
-    run_ok(services.instance_resize(user=admin_user, instance=instance, flavor=small_flavor))
+    run_ok(operations.RESIZE.start(user=admin_user, target=instance, flavor=small_flavor))
     instance.refresh_from_db()
     assert instance.flavor == small_flavor
     root = live_xml(host, instance.domain_name)
     assert root.findtext("vcpu") == "2"
     assert int(root.findtext("memory")) == 96 * 1024  # KiB
-    vol = instance.volumes[0]["name"]
+    vol = instance.volumes.first().name
     info = virsh(uri_of(host), "vol-info", "--bytes", vol, "--pool", "default").stdout
     assert str(2 * 1024**3) in info
     with pytest.raises(ValidationError):  # disks never shrink
-        services.instance_resize(user=admin_user, instance=instance, flavor=tiny_flavor)
+        operations.RESIZE.start(user=admin_user, target=instance, flavor=tiny_flavor)
     action(admin_user, instance, "start")
     assert dom_state(host, instance.domain_name) == "running"
     delete(admin_user, instance)
@@ -185,7 +188,7 @@ def test_resize_while_shut_off(lab_hosts, admin_user, qcow2_image, tiny_flavor, 
 def test_failed_start_rolls_back_volume_and_domain(lab_hosts, admin_user, qcow2_image, tiny_flavor):
     host = lab_hosts[1]
     before_vols, before_doms = pool_volumes(host), domain_names(host)
-    instance, job = services.instance_create(
+    job = operations.CREATE.start(
         user=admin_user,
         name="doomed",
         image=qcow2_image,
@@ -196,11 +199,11 @@ def test_failed_start_rolls_back_volume_and_domain(lab_hosts, admin_user, qcow2_
     job = run(job)
     assert job.status == "failed"
     assert "Provisioning failed" in job.error and "no-such-net" in job.error
-    instance.refresh_from_db()
+    instance = Instance.objects.get(pk=job.target_id)
     assert instance.state == "error"
     assert "no-such-net" in instance.state_reason
     assert instance.current_job is None
-    assert instance.volumes == []
+    assert not Volume.objects.filter(instance=instance).exists()
     # The image replica may stay (it is shared); the instance's own disk must not.
     assert {v for v in pool_volumes(host) - before_vols if v.startswith("cp-")} == set()
     assert domain_names(host) == before_doms
@@ -214,11 +217,11 @@ def test_second_job_conflicts_while_one_is_active(lab_hosts, admin_user, qcow2_i
 
     host = lab_hosts[1]
     instance = provision(admin_user, qcow2_image, tiny_flavor, host)
-    pending = services.instance_action(user=admin_user, instance=instance, action="stop")
+    pending = operations.POWER["stop"].start(user=admin_user, target=instance)
     instance.refresh_from_db()
     assert instance.current_job_id == pending.id
     with pytest.raises(JobConflict):
-        services.instance_action(user=admin_user, instance=instance, action="reboot")
+        operations.POWER["reboot"].start(user=admin_user, target=instance)
     run_ok(pending)
     delete(admin_user, instance)
 
@@ -232,8 +235,8 @@ def test_dead_worker_leaves_instance_in_error(lab_hosts, admin_user, qcow2_image
 
     host = lab_hosts[1]
     instance = provision(admin_user, qcow2_image, tiny_flavor, host)
-    volumes = list(instance.volumes)
-    job = services.instance_action(user=admin_user, instance=instance, action="stop")
+    volumes = _volumes(instance)
+    job = operations.POWER["stop"].start(user=admin_user, target=instance)
     # As if a worker took the job and died.
     long_ago = timezone.now() - timedelta(minutes=10)
     Job.objects.filter(pk=job.pk).update(
@@ -246,7 +249,7 @@ def test_dead_worker_leaves_instance_in_error(lab_hosts, admin_user, qcow2_image
     assert instance.state == "error"
     assert "abandoned" in instance.state_reason
     assert instance.current_job is None
-    assert instance.volumes == volumes
+    assert _volumes(instance) == volumes
     # Delete still cleans everything up from the recorded volumes.
     delete(admin_user, instance)
     assert instance.domain_name not in domain_names(host)
@@ -270,8 +273,9 @@ def test_reconcile_marks_vanished_domain_missing(lab_hosts, admin_user, qcow2_im
     assert instance.pk in report["missing"]
     assert instance.state == "missing" and "vanished" in instance.state_reason
     assert Instance.objects.filter(pk=instance.pk).exists()  # never silently deleted
-    delete(admin_user, instance)  # the volume still goes
-    assert instance.volumes[0]["name"] not in pool_volumes(host)
+    disk = instance.volumes.get().name
+    delete(admin_user, instance)  # the volume still goes, found by its row
+    assert disk not in pool_volumes(host)
 
 
 def define_handmade_domain(host, tmp_path) -> tuple[str, str, str]:
@@ -329,7 +333,7 @@ def test_unmanaged_domain_listed_and_adopted(lab_hosts, admin_user, api_client, 
             64,
             1,
         )
-        assert instance.volumes[0]["name"] == vol
+        assert instance.volumes.first().name == vol
         resp = api_client.get(f"/api/v1/instances/unmanaged/?host={host.pk}")
         assert name not in [d["name"] for d in resp.json()]
         delete(admin_user, instance)
@@ -380,7 +384,7 @@ def test_provision_from_raw_and_iso(
     cdrom = root.find("devices/disk[@device='cdrom']")
     assert (cdrom is not None) == (fmt == "iso")
     info = virsh(
-        uri_of(host), "vol-info", "--bytes", instance.volumes[0]["name"], "--pool", "default"
+        uri_of(host), "vol-info", "--bytes", instance.volumes.first().name, "--pool", "default"
     ).stdout
     assert str(1024**3) in info  # the flavor's disk size
     delete(admin_user, instance)

@@ -64,7 +64,8 @@ def test_create_through_the_api_runs_on_a_real_worker(
 def test_worker_killed_mid_provisioning_never_leaves_a_job_running(
     live_worker, lab_hosts, admin_user, default_project, settings, tiny_flavor
 ):
-    from instances import services
+    from instances import operations
+    from instances.models import Instance
 
     host = lab_hosts[1]
     # Random data, so the copy to the host takes long enough to be interrupted.
@@ -74,9 +75,10 @@ def test_worker_killed_mid_provisioning_never_leaves_a_job_running(
             fh.write(os.urandom(1024 * 1024))
     volumes_before = pool_volumes(host)
 
-    instance, job = services.instance_create(
+    job = operations.CREATE.start(
         user=admin_user, name="doomed", image=image, flavor=tiny_flavor, host=host
     )
+    instance = Instance.objects.get(pk=job.target_id)
     wait_for(lambda: Job.objects.get(id=job.id).status == "running")
     os.killpg(live_worker.pid, signal.SIGKILL)
     live_worker.wait(timeout=10)
@@ -91,13 +93,13 @@ def test_worker_killed_mid_provisioning_never_leaves_a_job_running(
     assert instance.state == "error" and instance.current_job is None
 
     # Whatever the worker had created is tracked: by the instance or as an image replica.
-    tracked = {v["name"] for v in instance.volumes} | set(
+    tracked = set(instance.volumes.values_list("name", flat=True)) | set(
         ImageReplica.objects.filter(host=host).values_list("volume", flat=True)
     )
     assert pool_volumes(host) - volumes_before <= tracked
 
     # And the instance can be deleted, cleaning up its domain and volumes.
-    run_ok(services.instance_delete(user=admin_user, instance=instance))
+    run_ok(operations.DELETE.start(user=admin_user, target=instance))
     assert not Instance.objects.filter(id=instance.id).exists()
     assert not any(name.startswith("cp-") for name in pool_volumes(host) - volumes_before)
     assert instance.domain_name not in domain_names(host)

@@ -8,7 +8,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from cloudpanel.projects.models import Membership
-from instances import services
+from instances import operations
+from instances.models import Instance
 
 from .conftest import run_ok
 
@@ -16,8 +17,8 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.django_db]
 
 
 def _secrets(host, instance) -> list[bytes]:
-    volume = instance.volumes[0]
-    values = [host.name, host.uri, volume["path"], volume["name"], instance.domain_name]
+    volume = instance.volumes.first()
+    values = [host.name, host.uri, volume.path, volume.name, instance.domain_name]
     values += [p["path"] for p in host.storage_pools if p.get("path")]
     return [v.encode() for v in values if v]
 
@@ -26,11 +27,11 @@ def test_tenant_sees_no_infrastructure_of_real_jobs(
     lab_hosts, member_user, admin_user, default_project, qcow2_image, tiny_flavor
 ):
     Membership.objects.create(project=default_project, user=member_user)
-    instance, create_job = services.instance_create(
+    create_job = operations.CREATE.start(
         user=member_user, name="tenant-vm", image=qcow2_image, flavor=tiny_flavor
     )
     create_job = run_ok(create_job)
-    instance.refresh_from_db()
+    instance = Instance.objects.get(pk=create_job.target_id)
     host = instance.host
     assert host.name in create_job.log  # the real lines name the host: admins read them
     secrets = _secrets(host, instance)
@@ -57,7 +58,7 @@ def test_tenant_sees_no_infrastructure_of_real_jobs(
     body = api.get(f"/api/v1/jobs/{create_job.id}/").json()
     assert "Defining the virtual machine" in body["log"] and "succeeded" in body["log"]
 
-    delete_job = run_ok(services.instance_delete(user=member_user, instance=instance))
+    delete_job = run_ok(operations.DELETE.start(user=member_user, target=instance))
     response = api.get(f"/api/v1/jobs/{delete_job.id}/")
     for secret in secrets:
         assert secret not in response.content

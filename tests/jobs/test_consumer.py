@@ -5,7 +5,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from cloudpanel.asgi import application
-from cloudpanel.jobs.services import broadcast, job_create, job_handler
+from cloudpanel.jobs.operations import job_handler
+from cloudpanel.jobs.services import broadcast, job_create
 from cloudpanel.projects.models import Membership, Project
 
 from .conftest import session_cookie

@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from cloudpanel.jobs import services
 from cloudpanel.jobs.models import Job
-from cloudpanel.jobs.services import job_create, job_execute, job_handler, job_reap_stale
+from cloudpanel.jobs.operations import job_handler
+from cloudpanel.jobs.services import job_create, job_execute, job_reap_stale
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

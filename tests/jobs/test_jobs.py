@@ -9,7 +9,8 @@ from rest_framework.test import APIClient
 
 from cloudpanel.jobs import services
 from cloudpanel.jobs.models import Job
-from cloudpanel.jobs.services import JobConflict, JobFailed, job_create, job_execute, job_handler
+from cloudpanel.jobs.operations import job_handler
+from cloudpanel.jobs.services import JobConflict, JobFailed, job_create, job_execute
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,8 @@ from django.test import Client
 
 from cloudpanel.asgi import application
 from cloudpanel.jobs import consumers
-from cloudpanel.jobs.services import broadcast, job_create, job_handler
+from cloudpanel.jobs.operations import job_handler
+from cloudpanel.jobs.services import broadcast, job_create
 from cloudpanel.projects.models import Membership, Project
 from cloudpanel.projects.services import membership_remove, membership_set
 from cloudpanel.websockets import origin_allowed

@@ -1,0 +1,123 @@
+"""What every instance operation shares: who may act, the host check, the job bookkeeping.
+
+An instance operation's `run` loads the instance, calls `act`, and always ends by reading
+the instance's state back from libvirt and clearing `current_job`, whatever `act` did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import ClassVar
+
+from cloudpanel.errors import Conflict
+from cloudpanel.jobs.models import Job
+from cloudpanel.jobs.operations import Operation
+from cloudpanel.jobs.services import JobContext, JobFailed
+from cloudpanel.virt import domains
+from hosts.connection import connection_uri
+
+from ..models import Instance
+from ..rules import GONE
+from ..services import instance_sync_state
+
+log = logging.getLogger(__name__)
+
+POLL = 0.25
+
+
+def uri_of(instance: Instance) -> str:
+    if instance.host is None:
+        raise JobFailed(f"Instance {instance.name} has no host", public=True)
+    return connection_uri(instance.host)
+
+
+def wait_for(ctx: JobContext, uri: str, name: str, states: set[str], timeout: float) -> bool:
+    """Poll libvirt until the domain is in `states`; False after `timeout` (cancellable)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if domains.domain_state(uri, name) in states:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        ctx.check_cancelled()
+        time.sleep(POLL)
+
+
+class RolledBack(JobFailed):
+    """The operation failed and undid itself: the instance already shows why."""
+
+
+class InstanceOperation(Operation):
+    """An operation on one instance. Subclasses set `kind` and write `check` and `act`."""
+
+    target_type: ClassVar[str] = Job.TargetType.INSTANCE
+
+    def target_name(self, target: Instance) -> str:
+        return target.name
+
+    def on_job_created(self, target: Instance, job: Job) -> None:
+        Instance.objects.filter(pk=target.pk).update(current_job=job)
+        target.current_job = job
+
+    def check_busy_or_state(self, instance: Instance, allowed, verb: str) -> None:
+        """Refuse unless the instance is in one of `allowed` states. An instance busy with
+        a job passes: the job conflict (409 naming the running job) says more."""
+        if instance.current_job_id is not None:
+            return
+        if instance.state in GONE or instance.state == Instance.State.BUILDING:
+            raise Conflict(f"Instance {instance.name} is {instance.state}; it cannot {verb}.")
+        if instance.state not in allowed:
+            raise Conflict(
+                f"Instance {instance.name} is {instance.get_state_display().lower()}; "
+                f"it cannot {verb} now."
+            )
+
+    def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict | None:
+        raise NotImplementedError
+
+    def run(self, job: Job, ctx: JobContext) -> dict | None:
+        try:
+            instance = Instance.objects.select_related("host", "flavor", "image").get(
+                pk=job.target_id
+            )
+        except Instance.DoesNotExist:
+            what = job.target_name or job.target_id
+            raise JobFailed(f"Instance {what} no longer exists", public=True) from None
+        try:
+            result = self.act(job, ctx, instance)
+        except Exception as exc:
+            if not Instance.objects.filter(pk=instance.pk).exists():
+                raise
+            if isinstance(exc, RolledBack):
+                self._release(instance, job)
+            else:
+                self._finish(instance, job, reason=f"{self.kind} failed: {exc}")
+            raise
+        if Instance.objects.filter(pk=instance.pk).exists():
+            self._finish(instance, job, reason="")
+        return result
+
+    def on_abandoned(self, job: Job) -> None:
+        """Cancelled before it ran: nothing changed. A dead worker's job: the instance's
+        state is unknown, so it goes to error (its volume rows stay, for delete)."""
+        never_ran = job.status == Job.Status.CANCELLED and job.started_at is None
+        if not never_ran or self.leaves_error_when_never_run:
+            reason = f"Job {job.id} ({job.kind}) was abandoned: {job.error}"
+            Instance.objects.filter(pk=job.target_id).update(
+                state=Instance.State.ERROR, state_reason=reason
+            )
+        Instance.objects.filter(pk=job.target_id, current_job_id=job.id).update(current_job=None)
+
+    # An instance whose create never ran has nothing on a host: it can only be deleted.
+    leaves_error_when_never_run: ClassVar[bool] = False
+
+    @staticmethod
+    def _release(instance: Instance, job: Job) -> None:
+        Instance.objects.filter(pk=instance.pk, current_job_id=job.id).update(current_job=None)
+
+    def _finish(self, instance: Instance, job: Job, *, reason: str | None) -> None:
+        try:
+            instance_sync_state(instance=instance, reason=reason)
+        finally:
+            self._release(instance, job)

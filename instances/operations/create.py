@@ -1,0 +1,311 @@
+"""Create: validate, schedule and record the instance, then provision it on its host.
+
+Provisioning copies the image to the host (images.replicas), makes the root disk, defines
+and starts the domain. A failure at any step removes what was made and leaves the instance
+in error with the reason; what could not be removed is named there, and its volume rows stay
+so that delete can finish the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from django.db import IntegrityError, transaction
+
+from cloudpanel.errors import InvalidInput
+from cloudpanel.jobs.models import Job
+from cloudpanel.jobs.operations import register
+from cloudpanel.jobs.services import JobContext, JobFailed, job_create
+from cloudpanel.projects import access
+from cloudpanel.projects.models import Project
+from cloudpanel.projects.services import project_get_default
+from cloudpanel.virt import VirtError, domain_xml, domains, storage
+from hosts.connection import connection_uri
+from hosts.models import Host
+from hosts.selectors import GIB
+from images.models import Image
+from images.replicas import image_ensure_replica
+
+from .. import scheduler
+from ..models import Flavor, Instance, Volume
+from ..rules import (
+    check_flavor_fits_image,
+    image_visible,
+    no_room_message,
+    require_act,
+    validate_name,
+)
+from ..volumes import volume_plan, volume_ready, volume_remove
+from .base import InstanceOperation, RolledBack, uri_of, wait_for
+from .power import START_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+GENERIC_PROVISIONING_FAILURE = (
+    "Provisioning failed on the host; an administrator can see the details"
+)
+
+
+def _random_mac() -> str:
+    # QEMU/KVM's locally administered prefix.
+    return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+
+
+class Create(InstanceOperation):
+    kind = "instance.create"
+    leaves_error_when_never_run = True
+
+    def check(
+        self,
+        *,
+        user,
+        target=None,
+        name: str,
+        image: Image | None,
+        flavor: Flavor,
+        project: Project | None = None,
+        host: Host | None = None,
+        network: str | None = None,
+    ) -> dict:
+        if not access.can_view(user, project):
+            raise InvalidInput({"project": ["Unknown project."]})
+        require_act(user, project)
+        access.require_host_choice_allowed(user, host)
+        if Instance.objects.filter(project=project, name=name).exists():
+            raise InvalidInput(
+                {"name": [f"Project {project.name} already has an instance {name}."]}
+            )
+        if image is None or not image_visible(user, image):
+            raise InvalidInput({"image": ["Unknown image."]})
+        if image.status != Image.Status.ACTIVE:
+            raise InvalidInput({"image": [f"Image {image.name} is {image.status}, not active."]})
+        check_flavor_fits_image(flavor, image)
+        if network is not None:
+            validate_name(network, "network")
+        return {"network": network} if network else {}
+
+    def start(self, *, user, target=None, **params) -> Job:
+        """Check, place and record the instance with its job; the job's target is it."""
+        params["project"] = params.get("project") or project_get_default()
+        params["name"] = name = validate_name(params["name"])
+        project, flavor, host = params["project"], params["flavor"], params.get("host")
+        job_params = self.check(user=user, **params)
+        try:
+            with transaction.atomic():
+                chosen = scheduler.select_host(flavor, pinned=host)
+                # Lock the host row and check again: two creates at once cannot both take
+                # its last free capacity (the second waits, then counts the first's).
+                Host.objects.select_for_update().filter(pk=chosen.pk).exists()
+                chosen = scheduler.select_host(flavor, pinned=chosen)
+                instance = self._record(user, name, project, flavor, params["image"], chosen)
+                job = job_create(
+                    kind=self.kind,
+                    target_type=self.target_type,
+                    target_id=instance.pk,
+                    target_name=instance.name,
+                    project=project,
+                    user=user,
+                    params=job_params,
+                )
+                self.on_job_created(instance, job)
+        except scheduler.NoValidHost as exc:
+            raise InvalidInput(
+                {"host" if host else "flavor": [no_room_message(user, exc, flavor)]}
+            ) from None
+        except IntegrityError:
+            raise InvalidInput(
+                {"name": [f"Project {project.name} already has an instance {name}."]}
+            ) from None
+        return job
+
+    @staticmethod
+    def _record(user, name, project, flavor, image, host) -> Instance:
+        instance = Instance(
+            name=name,
+            project=project,
+            owner=user if user and user.is_authenticated else None,
+            flavor=flavor,
+            image=image,
+            host=host,
+            state=Instance.State.BUILDING,
+        )
+        instance.domain_name = f"cp-{instance.uuid}"
+        # The related rows were just loaded and the name checked: uniqueness is the
+        # database's constraint (IntegrityError in start); skip a query per foreign key.
+        instance.full_clean(
+            exclude=["project", "owner", "flavor", "image", "host", "current_job"],
+            validate_unique=False,
+            validate_constraints=False,
+        )
+        instance.save()
+        return instance
+
+    def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
+        made: dict = {"domain": False, "volumes": []}
+        try:
+            return self._provision(job, ctx, instance, made)
+        except BaseException as exc:
+            self._fail(ctx, instance, made, exc)
+            raise
+
+    def _provision(self, job: Job, ctx: JobContext, instance: Instance, made: dict) -> dict:
+        host, flavor, image = instance.host, instance.flavor, instance.image
+        uri = uri_of(instance)
+        pool = host.default_pool
+        if image is None:
+            raise JobFailed("The instance has no image", public=True)
+        # Steps naming hosts, pools, disks or domains are for admins; tenants get `public`.
+        ctx.progress(
+            5,
+            f"Replicating image {image.name} to host {host.name}",
+            public=f"Copying image {image.name} to the host",
+        )
+        replica = image_ensure_replica(image=image, host=host, pool=pool, ctx=ctx)
+        ctx.check_cancelled()
+
+        capacity = flavor.disk_gib * GIB
+        disk_name = f"{instance.domain_name}-disk0.qcow2"
+        ctx.progress(40, f"Creating disk {disk_name} in pool {pool}", public="Creating the disk")
+        root = volume_plan(
+            instance=instance, pool=pool, name=disk_name, role=Volume.Role.ROOT, capacity=capacity
+        )
+        made["volumes"].append(root)
+        volume_ready(root, self._make_root_disk(uri, pool, disk_name, capacity, image, replica))
+
+        disks = [domain_xml.DiskSpec(path=root.path, format="qcow2")]
+        if image.disk_format == Image.Format.ISO:
+            disks.append(
+                domain_xml.DiskSpec(
+                    path=replica.path,
+                    format="raw",
+                    device="cdrom",
+                    target="sda",
+                    bus="sata",
+                    readonly=True,
+                )
+            )
+        network, notes = self._network(job, ctx, uri, host)
+        mac = _random_mac()
+        spec = domain_xml.DomainSpec(
+            name=instance.domain_name,
+            uuid=str(instance.uuid),
+            vcpus=flavor.vcpus,
+            memory_mib=flavor.ram_mib,
+            domain_type=host.domain_type,
+            arch=(host.capabilities or {}).get("arch") or "x86_64",
+            disks=disks,
+            nics=[domain_xml.NicSpec(mac=mac, network=network)],
+            vnc_listen=host.console_address or "127.0.0.1",
+            title=instance.name,
+            metadata={"instance": str(instance.pk), "project": instance.project.name},
+        )
+        ctx.progress(
+            60,
+            f"Defining domain {instance.domain_name} ({spec.domain_type})",
+            public="Defining the virtual machine",
+        )
+        domains.define_domain(uri, domain_xml.build_domain(spec))
+        made["domain"] = True
+        instance.mac_address = mac
+        instance.save(update_fields=["mac_address", "updated_at"])
+
+        ctx.progress(75, "Starting the domain", public=True)
+        domains.start_domain(uri, instance.domain_name)
+        ctx.progress(85, "Waiting for the domain to run", public=True)
+        if not wait_for(ctx, uri, instance.domain_name, {"running"}, START_TIMEOUT):
+            state = domains.domain_state(uri, instance.domain_name)
+            raise JobFailed(
+                f"The domain did not reach running within {START_TIMEOUT:g} s ({state})",
+                public=True,
+            )
+        return {
+            "domain": instance.domain_name,
+            "domain_type": spec.domain_type,
+            "network": network or "user",
+            "notes": notes,
+        }
+
+    @staticmethod
+    def _make_root_disk(uri, pool, name, capacity, image: Image, replica):
+        if image.disk_format == Image.Format.QCOW2:
+            return storage.create_overlay_volume(
+                uri, pool, name, replica.path, "qcow2", max(capacity, image.virtual_size or 0)
+            )
+        if image.disk_format == Image.Format.RAW:
+            info = storage.clone_volume(
+                uri,
+                pool,
+                replica.volume,
+                name,
+                capacity_bytes=capacity,
+                fmt="qcow2",
+                source_pool=replica.pool,
+            )
+            if info.capacity_bytes < capacity:
+                # A converting clone keeps the source's size; grow it to the flavor's disk.
+                domains.resize_volume(uri, pool, name, capacity)
+                info = storage.volume_info(uri, pool, name)
+            return info
+        # ISO: an empty disk to install onto, the ISO as a cdrom
+        return storage.create_volume(uri, pool, name, capacity, fmt="qcow2")
+
+    @staticmethod
+    def _network(job: Job, ctx: JobContext, uri: str, host: Host) -> tuple[str | None, list]:
+        requested = job.params.get("network")
+        network = requested or host.default_network
+        notes = []
+        if not requested and not domains.network_active(uri, network):
+            # No libvirt network here: user-mode networking still gives the guest outbound
+            # access.
+            notes.append(
+                f"host {host.name} has no active network '{network}'; using a user-mode NIC"
+            )
+            ctx.log(notes[-1], public="no virtual network on the host; using a user-mode NIC")
+            network = None
+        return network, notes
+
+    def _fail(self, ctx: JobContext, instance: Instance, made: dict, exc: BaseException):
+        message = str(exc) or exc.__class__.__name__
+        try:
+            leftovers = self._rollback(instance, made, ctx)
+        except Exception as rb_exc:  # rollback must not hide the original failure
+            log.exception("rollback of %s failed", instance)
+            leftovers = [str(rb_exc)]
+        reason = f"Provisioning failed: {message}"
+        public = getattr(exc, "public_message", "")
+        public = f"Provisioning failed: {public}" if public else GENERIC_PROVISIONING_FAILURE
+        if leftovers:
+            reason += f" (could not remove: {', '.join(leftovers)})"
+        else:
+            reason += " (everything created was removed)"
+            public += " (everything created was removed)"
+        instance.state = Instance.State.ERROR
+        instance.state_reason = reason
+        instance.save(update_fields=["state", "state_reason", "updated_at"])
+        if isinstance(exc, Exception):
+            raise RolledBack(reason, public=public) from exc
+
+    @staticmethod
+    def _rollback(instance: Instance, made: dict, ctx: JobContext) -> list[str]:
+        """Remove what provisioning made; returns what could not be removed."""
+        uri = connection_uri(instance.host)
+        leftovers = []
+        if made.get("domain"):
+            try:
+                domains.undefine_domain(uri, instance.domain_name)
+            except VirtError as exc:
+                leftovers.append(f"domain {instance.domain_name} ({exc})")
+        for volume in made["volumes"]:
+            try:
+                volume_remove(uri, volume)
+            except VirtError as exc:
+                leftovers.append(f"volume {volume.name} ({exc})")
+        ctx.log(
+            "rolled back" + (f"; left behind: {', '.join(leftovers)}" if leftovers else ""),
+            public="rolled back" + ("; some parts could not be removed" if leftovers else ""),
+        )
+        return leftovers
+
+
+CREATE = register(Create())
