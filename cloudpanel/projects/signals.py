@@ -6,8 +6,8 @@ from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
+from .events import access_changed
 from .models import Membership
-from .services import access_changed
 
 
 @receiver(post_delete, sender=Membership, dispatch_uid="membership-deleted-revokes")
