@@ -6,6 +6,8 @@ PY ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The import contracts in pyproject.toml ([tool.importlinter]); no cache dir in the tree.
+LINT_IMPORTS := $(BIN)/lint-imports --no-cache --no-logo
 
 ifeq ($(CI),true)
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -48,6 +50,7 @@ dev: run
 test: export REDIS_URL ?= redis://127.0.0.1:6379/15
 test: system-test $(STAMP) services-test
 	$(BIN)/ruff check .
+	$(LINT_IMPORTS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: system-test $(STAMP) services
@@ -61,6 +64,7 @@ lab-stop:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(LINT_IMPORTS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
