@@ -194,93 +194,6 @@ class JobContext:
             self._ancestors = ids
         return self._ancestors
 
-    def run_children(self, children: list[ChildSpec], *, start: int = 0, end: int = 100):
-        """Run child jobs one after another under this job, and return their outcomes.
-
-        All children are created first (so the parent lists what it will do), then each
-        runs through the same runner as any job: its own status, heartbeat and repair.
-        The parent's progress moves from `start` to `end` as the children advance. When the
-        parent is cancelled, the running child stops at its next step (it sees its
-        parent's cancellation) and the children not started yet are cancelled.
-        """
-        jobs = [
-            job_create(
-                kind=child.operation.kind,
-                target_type=child.operation.target_type,
-                target_id=child.target.pk,
-                target_name=child.operation.target_name(child.target),
-                project=child.operation.target_project(child.target),
-                user=self.job.requested_by,
-                params=child.params,
-                exclusive=child.operation.exclusive,
-                enqueue=False,
-                parent=self.job,
-            )
-            for child in children
-        ]
-        span = (end - start) / max(len(jobs), 1)
-        try:
-            for index, child in enumerate(jobs):
-                self.progress(
-                    start + int(span * index),
-                    f"Running {child.kind} on {child.target_name} ({index + 1} of {len(jobs)})",
-                    public=f"Step {index + 1} of {len(jobs)}",
-                )
-                with _ChildProgress(self, child.id, start + span * index, span):
-                    job_execute(child.id)
-        finally:
-            for child in jobs:  # after a cancellation: the children that never started
-                job_cancel(job=Job.objects.get(id=child.id))
-        outcomes = [child_outcome(job) for job in Job.objects.filter(parent=self.job)]
-        self.check_cancelled()
-        return outcomes
-
-
-class ChildSpec:
-    """One child job to run: an operation, its target and its checked parameters."""
-
-    def __init__(self, operation, target, params: dict | None = None):
-        self.operation, self.target, self.params = operation, target, params or {}
-
-
-def child_outcome(job: Job) -> dict:
-    """What a finished child reports up to its parent (the admin's view)."""
-    return {
-        "job": job.id,
-        "kind": job.kind,
-        "target": {"type": job.target_type, "id": job.target_id, "name": job.target_name},
-        "status": job.status,
-        "result": job.result,
-        "error": job.error,
-    }
-
-
-class _ChildProgress:
-    """While a child runs, its progress moves the parent's within the child's share."""
-
-    def __init__(self, ctx: JobContext, child_id: int, base: float, span: float):
-        self.ctx, self.child_id, self.base, self.span = ctx, child_id, base, span
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.wait(1.0):
-                child = Job.objects.filter(id=self.child_id).values("progress").first()
-                if child:
-                    percent = int(self.base + self.span * child["progress"] / 100)
-                    Job.objects.filter(id=self.ctx.job.id).update(progress=percent)
-        finally:
-            connection.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
 
 class _Heartbeat:
     """Marks the job alive every few seconds while its handler blocks in a long call."""
@@ -430,4 +343,7 @@ def job_reap_stale(*, now=None) -> list[int]:
         _run_abandon_hook(job)
         broadcast(job)
         reaped.append(job.id)
+        # Its children that never started would wait for a parent that is gone.
+        for child in Job.objects.filter(parent_id=job.id, status=Job.Status.PENDING):
+            job_cancel(job=child)
     return reaped

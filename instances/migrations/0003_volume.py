@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
                 ('state', models.CharField(choices=[('creating', 'Being created'), ('ready', 'Ready')], default='creating', max_length=16)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='hosts.host')),
-                ('instance', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='volumes', to='instances.instance')),
+                ('instance', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='volume_rows', to='instances.instance')),
             ],
             options={
                 'ordering': ['id'],
@@ -73,5 +73,11 @@ class Migration(migrations.Migration):
         migrations.RemoveField(
             model_name='instance',
             name='volumes',
+        ),
+        # Named volume_rows until the JSON field of that name was gone.
+        migrations.AlterField(
+            model_name='volume',
+            name='instance',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='volumes', to='instances.instance'),
         ),
     ]
