@@ -72,4 +72,6 @@ class ImageImportForm(_ImageMetaForm):
 
 class ImageMirrorForm(forms.Form):
     host = forms.ModelChoiceField(queryset=Host.objects.order_by("name"))
-    pool = forms.CharField(max_length=128, initial="default")
+    pool = forms.CharField(
+        max_length=128, required=False, help_text="Leave empty for the host's default pool."
+    )

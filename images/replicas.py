@@ -24,8 +24,8 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import JobConflict, job_create
 from cloudpanel.projects.access import is_admin
 from cloudpanel.virt import storage
+from hosts.connection import connection_uri
 from hosts.models import Host
-from hosts.services import connection_uri
 
 from .models import Image, ImageReplica
 from .progress import PROGRESS_EVERY, Throttle, describe_failure, mib
@@ -43,13 +43,16 @@ def replica_volume_name(image: Image) -> str:
     return f"image-{image.id}-{image.sha256[:12]}.{EXTENSIONS[image.disk_format]}"
 
 
-def image_mirror(*, image: Image, host: Host, pool: str = "default", user) -> Job:
-    """Start a job that copies the image into a host's storage pool (a no-op if it is there)."""
+def image_mirror(*, image: Image, host: Host, pool: str | None = None, user) -> Job:
+    """Start a job that copies the image into a host's storage pool (a no-op if it is there).
+
+    No pool given: the host's default pool.
+    """
     if not is_admin(user):
         raise PermissionDenied("Only administrators can copy images to hosts.")
     if image.status != Image.Status.ACTIVE:
         raise Conflict(f"Image {image.name} is {image.status}, not active; it cannot be copied.")
-    pool = (pool or "").strip()
+    pool = host.default_pool if pool is None else pool.strip()
     if not pool or len(pool) > 128:
         raise ValidationError({"pool": "Give the name of a storage pool on the host."})
     running = (
@@ -97,12 +100,12 @@ def image_ensure_replica(
     *,
     image: Image,
     host: Host,
-    pool: str = "default",
+    pool: str | None = None,
     ctx=None,
     progress_range: tuple[int, int] | None = None,
     wait_timeout: float = 3600.0,
 ) -> ImageReplica:
-    """Make sure the image is in `pool` on `host` and return its active replica.
+    """Make sure the image is in `pool` (default: the host's) on `host`; return its active replica.
 
     Idempotent: a replica that is active, has the image's sha256 and whose volume is present
     with the right size is returned as is (returned replica has `copied = False`). Otherwise
@@ -117,6 +120,8 @@ def image_ensure_replica(
         raise Conflict(f"Image {image.name} is {image.status}, not active; it cannot be copied.")
     if not image.sha256:
         _fill_in_sha256(image)
+    if pool is None:
+        pool = host.default_pool
     uri = connection_uri(host)
     volume = replica_volume_name(image)
     deadline = time.monotonic() + wait_timeout

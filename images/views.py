@@ -147,7 +147,7 @@ def image_mirror_view(request, pk: int):
         job = image_mirror(
             image=image,
             host=form.cleaned_data["host"],
-            pool=form.cleaned_data["pool"],
+            pool=form.cleaned_data["pool"] or None,  # empty: the host's default pool
             user=request.user,
         )
     except (Conflict, JobConflict, PermissionDenied) as exc:

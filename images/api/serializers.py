@@ -117,7 +117,9 @@ class ImageUpdateSerializer(serializers.Serializer):
 
 class ImageMirrorSerializer(serializers.Serializer):
     host = serializers.PrimaryKeyRelatedField(queryset=Host.objects.all())
-    pool = serializers.CharField(max_length=128, required=False, default="default")
+    pool = serializers.CharField(
+        max_length=128, required=False, help_text="Default: the host's default pool."
+    )
 
 
 class ImageReplicaSerializer(serializers.ModelSerializer):

@@ -114,7 +114,7 @@ class ImageViewSet(
             job = image_mirror(
                 image=image,
                 host=serializer.validated_data["host"],
-                pool=serializer.validated_data["pool"],
+                pool=serializer.validated_data.get("pool"),
                 user=request.user,
             )
         return job_accepted(job, {"image": image.id})

@@ -340,6 +340,15 @@ def test_mirror_answers_202_with_job(api_client, test_host, default_project):
     assert again.json()["job"]["id"] == body["id"]
 
 
+def test_mirror_without_a_pool_goes_to_the_hosts_default_pool(api_client, test_host, project_a):
+    test_host.default_pool = "default-pool"  # the test driver's only pool
+    test_host.save()
+    image = make_image(project_a)
+    response = api_client.post(f"{URL}{image.id}/mirror/", {"host": test_host.id}, format="json")
+    assert response.status_code == 202, response.content
+    assert Job.objects.get(pk=response.json()["id"]).params["pool"] == "default-pool"
+
+
 def test_schema_documents_images(api_client):
     response = api_client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200

@@ -12,7 +12,7 @@ from django.utils import timezone
 from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.virt import VirtError, storage
-from hosts.services import connection_uri
+from hosts.connection import connection_uri
 from images import replicas
 from images.models import Image, ImageReplica
 
@@ -169,6 +169,15 @@ def test_missing_pool_fails_the_job(api_client, lab_hosts, image):
     assert job.status == "failed"
     assert "no-such-pool" in job.error
     assert ImageReplica.objects.get(image=image, pool="no-such-pool").status == "error"
+
+
+def test_a_copy_without_a_pool_goes_to_the_hosts_default_pool(lab_hosts, image):
+    host = lab_hosts[1]
+    host.default_pool = "no-such-pool"  # so the pool the copy went for shows in the error
+    host.save()
+    with pytest.raises(VirtError, match="no-such-pool"):
+        replicas.image_ensure_replica(image=image, host=host)
+    assert ImageReplica.objects.get(image=image, host=host).pool == "no-such-pool"
 
 
 def test_a_fresh_copy_in_progress_is_waited_for(lab_hosts, image):

@@ -187,6 +187,20 @@ def test_mirror_form_starts_a_job(admin_browser, default_project, test_host):
     assert job.kind == "image.mirror" and job.params["pool"] == "x"
 
 
+def test_mirror_form_with_no_pool_uses_the_hosts_default_pool(
+    admin_browser, default_project, test_host
+):
+    test_host.default_pool = "default-pool"
+    test_host.save()
+    image = make_image(default_project)
+    response = admin_browser.post(
+        reverse("images:mirror", args=[image.id]),
+        {"csrfmiddlewaretoken": csrf_token(admin_browser), "host": test_host.id, "pool": ""},
+    )
+    assert response.status_code == 302
+    assert Job.objects.get().params["pool"] == "default-pool"
+
+
 def test_delete_from_the_page(admin_browser, qcow2_file):
     browser_upload(admin_browser, qcow2_file)
     image = Image.objects.get()
