@@ -1,10 +1,10 @@
 from django.db.models import ProtectedError
 from rest_framework import serializers, viewsets
-from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from cloudpanel.errors import Conflict
+from cloudpanel.permissions import SignedInReadsAdminWrites
 
-from .access import is_admin, visible_project_ids
+from .access import visible_project_ids
 from .models import Project
 
 
@@ -15,14 +15,9 @@ class ProjectSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at"]
 
 
-class AdminWritesOnly(BasePermission):
-    def has_permission(self, request, view):
-        return request.method in SAFE_METHODS or is_admin(request.user)
-
-
 class ProjectViewSet(viewsets.ModelViewSet):
     serializer_class = ProjectSerializer
-    permission_classes = [AdminWritesOnly]
+    permission_classes = [SignedInReadsAdminWrites]
 
     def get_queryset(self):
         ids = visible_project_ids(self.request.user)

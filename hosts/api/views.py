@@ -1,10 +1,10 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
 from cloudpanel.api import call_service
+from cloudpanel.permissions import AdminOnly
 
 from .. import services
 from ..selectors import hosts_with_allocation
@@ -15,7 +15,7 @@ class HostViewSet(viewsets.ModelViewSet):
     """Hypervisors under management (admins only)."""
 
     serializer_class = HostSerializer
-    permission_classes = [IsAdminUser]
+    permission_classes = [AdminOnly]
     filterset_fields = ["status", "enabled", "maintenance", "transport"]
 
     def get_queryset(self):

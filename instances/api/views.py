@@ -1,7 +1,7 @@
 from django.shortcuts import get_object_or_404
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from cloudpanel.api import call_service, job_accepted
 from cloudpanel.errors import HostUnavailable
 from cloudpanel.jobs.api.serializers import JobSerializer
+from cloudpanel.permissions import SignedInReadsAdminWrites
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
 from hosts.models import Host
@@ -40,20 +41,11 @@ def _get_or_400(model, pk, field: str, label: str):
     return obj
 
 
-class ReadOrAdmin(permissions.BasePermission):
-    """Everyone signed in may read; only admins may write."""
-
-    def has_permission(self, request, view):
-        if not request.user or not request.user.is_authenticated:
-            return False
-        return request.method in permissions.SAFE_METHODS or access.is_admin(request.user)
-
-
 class FlavorViewSet(viewsets.ModelViewSet):
     """Instance sizes: members list them, admins manage them."""
 
     serializer_class = FlavorSerializer
-    permission_classes = [ReadOrAdmin]
+    permission_classes = [SignedInReadsAdminWrites]
     filterset_fields = ["vcpus", "ram_mib", "disk_gib"]
 
     def get_queryset(self):
