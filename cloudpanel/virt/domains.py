@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import libvirt
 
 from . import domain_xml
-from .errors import NotFound, OperationInvalid, VirtError
+from .errors import NotFound, OperationInvalid
 from .hosts import DOMAIN_STATES
 from .pool import get_pool
 
@@ -80,23 +79,6 @@ def define_domain(uri: str, xml: str) -> str:
 
 def domain_state(uri: str, name: str) -> str:
     return get_pool().call(uri, lambda conn: _state(_dom(conn, name)))
-
-
-def wait_for_state(
-    uri: str, name: str, states: set[str] | str, timeout: float = 30.0, interval: float = 0.2
-) -> str:
-    """Poll libvirt until the domain is in one of `states`; VirtError after `timeout`."""
-    wanted = {states} if isinstance(states, str) else set(states)
-    deadline = time.monotonic() + timeout
-    while True:
-        state = domain_state(uri, name)
-        if state in wanted:
-            return state
-        if time.monotonic() >= deadline:
-            raise VirtError(
-                f"Domain {name} is {state}, not {'/'.join(sorted(wanted))}, after {timeout:g} s"
-            )
-        time.sleep(interval)
 
 
 def _power(uri: str, name: str, op) -> None:
@@ -338,5 +320,4 @@ __all__ = [
     "start_domain",
     "suspend_domain",
     "undefine_domain",
-    "wait_for_state",
 ]
