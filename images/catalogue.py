@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import ProtectedError
 
-from cloudpanel.errors import Conflict
+from cloudpanel.errors import Conflict, InvalidInput, PermissionDenied
 from cloudpanel.jobs.models import Job
 from cloudpanel.projects.access import can_act, is_admin
 from cloudpanel.projects.models import Project
@@ -34,7 +33,7 @@ def _resolve_project(user, project: Project | None) -> Project:
     choices = list(projects_user_can_upload_to(user)[:2])
     if len(choices) == 1:
         return choices[0]
-    raise ValidationError({"project": "Choose the project the image belongs to."})
+    raise InvalidInput({"project": "Choose the project the image belongs to."})
 
 
 def new_image(
@@ -78,7 +77,7 @@ def image_update(*, image: Image, user, **fields) -> Image:
     """Change an image's metadata (its file and sizes never change)."""
     unknown = set(fields) - _UPDATABLE
     if unknown:
-        raise ValidationError({f: "This field cannot be changed." for f in sorted(unknown)})
+        raise InvalidInput({f: "This field cannot be changed." for f in sorted(unknown)})
     if not can_manage_image(user, image):
         raise PermissionDenied("You may not change this image.")
     if fields.get("visibility") == Image.Visibility.PUBLIC and not is_admin(user):

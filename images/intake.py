@@ -11,10 +11,10 @@ import http.client
 import os
 from collections.abc import Iterable
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from cloudpanel.errors import InvalidInput
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import JobFailed, job_create
 from cloudpanel.projects.access import is_admin
@@ -45,7 +45,7 @@ SHA256_CHARS = set("0123456789abcdef")
 def _normalize_sha256(value: str | None) -> str:
     value = (value or "").strip().lower()
     if value and (len(value) != 64 or not set(value) <= SHA256_CHARS):
-        raise ValidationError({"sha256": "Give the sha256 as 64 hexadecimal characters."})
+        raise InvalidInput({"sha256": "Give the sha256 as 64 hexadecimal characters."})
     return value
 
 
@@ -57,16 +57,16 @@ def _stage(fileobj, chunks: Iterable[bytes] | None) -> StagedFile:
     try:
         return stage_chunks(source)
     except FileTooLarge as exc:
-        raise ValidationError({"file": str(exc)}) from exc
+        raise InvalidInput({"file": str(exc)}) from exc
 
 
 def _verify_staged(staged: StagedFile, disk_format: str, expected_sha256: str) -> Inspection:
     """Check the checksum and what the file is (no database work: inspection may take a while).
 
-    Raises ValidationError (sha256 mismatch) or ImageRejected.
+    Raises InvalidInput (sha256 mismatch) or ImageRejected.
     """
     if expected_sha256 and staged.sha256 != expected_sha256:
-        raise ValidationError(
+        raise InvalidInput(
             {"sha256": f"The file's sha256 is {staged.sha256}, not {expected_sha256}."}
         )
     return inspect_image(staged.path, disk_format)
@@ -108,7 +108,7 @@ def image_upload(
     """Add an image from a file (an upload, any file-like object, or an iterable of bytes).
 
     The file is streamed into the store in 1 MiB chunks and hashed on the way; when the client
-    gives a sha256 it must match. Rejections raise ValidationError and leave no file behind.
+    gives a sha256 it must match. Rejections raise InvalidInput and leave no file behind.
     """
     if (fileobj is None) == (chunks is None):
         raise ValueError("give exactly one of fileobj and chunks")
@@ -135,7 +135,7 @@ def image_upload(
             image.save()
             return _install_staged(image, staged, result)
     except ImageRejected as exc:
-        raise ValidationError({"file": str(exc)}) from exc
+        raise InvalidInput({"file": str(exc)}) from exc
     finally:
         staged.discard()  # a no-op once the file has been moved into place
 
@@ -169,7 +169,7 @@ def image_import_from_url(
     try:
         url = fetch.check_url(url, public_only=public_only).url
     except DownloadError as exc:
-        raise ValidationError({"url": str(exc)}) from None
+        raise InvalidInput({"url": str(exc)}) from None
     expected = _normalize_sha256(sha256)
     image = new_image(
         user=user,
@@ -259,7 +259,7 @@ def image_run_import(
             ctx.progress(92, "Verifying and inspecting the image", public=True)
         result = _verify_staged(staged, image.disk_format, sha256)
         return _install_staged(image, staged, result)
-    except ValidationError as exc:
+    except InvalidInput as exc:
         message = " ".join(m for msgs in exc.message_dict.values() for m in msgs)
         _mark_image_error(image, message)
         raise JobFailed(message, public=True) from exc

@@ -14,12 +14,11 @@ import time
 from collections.abc import Iterable
 from datetime import timedelta
 
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cloudpanel import virt
-from cloudpanel.errors import Conflict
+from cloudpanel.errors import Conflict, InvalidInput, PermissionDenied
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import JobConflict, job_create
 from cloudpanel.projects.access import is_admin
@@ -54,7 +53,7 @@ def image_mirror(*, image: Image, host: Host, pool: str | None = None, user) -> 
         raise Conflict(f"Image {image.name} is {image.status}, not active; it cannot be copied.")
     pool = host.default_pool if pool is None else pool.strip()
     if not pool or len(pool) > 128:
-        raise ValidationError({"pool": "Give the name of a storage pool on the host."})
+        raise InvalidInput({"pool": "Give the name of a storage pool on the host."})
     running = (
         Job.objects.filter(
             kind=MIRROR_JOB,

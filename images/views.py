@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from cloudpanel.errors import Conflict
+from cloudpanel.errors import PAGE_ERRORS, page_message
 from cloudpanel.forms import add_service_errors
-from cloudpanel.jobs.services import JobConflict
 from cloudpanel.projects.access import is_admin
 
 from .catalogue import image_delete
@@ -81,8 +80,8 @@ def _image_upload(request):
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
-        except PermissionDenied as exc:
-            form.add_error(None, str(exc) or "You may not add this image.")
+        except PAGE_ERRORS as exc:
+            form.add_error(None, page_message(exc))
         else:
             url = reverse("images:detail", args=[image.id])
             if _wants_json(request):
@@ -111,8 +110,8 @@ def image_import_view(request):
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
-        except PermissionDenied as exc:
-            form.add_error(None, str(exc) or "You may not add this image.")
+        except PAGE_ERRORS as exc:
+            form.add_error(None, page_message(exc))
         else:
             messages.success(request, f"Import of {image.name} started (job {job.id}).")
             return redirect("images:detail", image.id)
@@ -150,10 +149,8 @@ def image_mirror_view(request, pk: int):
             pool=form.cleaned_data["pool"] or None,  # empty: the host's default pool
             user=request.user,
         )
-    except (Conflict, JobConflict, PermissionDenied) as exc:
-        messages.error(request, str(exc) or "You may not copy images to hosts.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+    except PAGE_ERRORS as exc:
+        messages.error(request, page_message(exc))
     else:
         messages.success(
             request, f"Copy to {form.cleaned_data['host'].name} started (job {job.id})."
@@ -167,8 +164,8 @@ def image_delete_view(request, pk: int):
     image = image_get_visible(request.user, pk)
     try:
         problems = image_delete(image=image, user=request.user)
-    except (Conflict, PermissionDenied) as exc:
-        messages.error(request, str(exc) or "You may not delete this image.")
+    except PAGE_ERRORS as exc:
+        messages.error(request, page_message(exc))
         return redirect("images:detail", image.id)
     messages.success(request, f"Image {image.name} deleted.")
     for problem in problems:

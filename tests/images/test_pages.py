@@ -201,6 +201,23 @@ def test_mirror_form_with_no_pool_uses_the_hosts_default_pool(
     assert Job.objects.get().params["pool"] == "default-pool"
 
 
+def test_refusals_on_the_detail_page_are_messages(admin_browser, default_project, test_host):
+    queued = make_image(default_project, name="q", status="queued")
+    token = csrf_token(admin_browser)
+    response = admin_browser.post(
+        reverse("images:mirror", args=[queued.id]),
+        {"csrfmiddlewaretoken": token, "host": test_host.id},
+        follow=True,
+    )
+    assert response.status_code == 200 and "not active; it cannot be copied" in response.text
+    Job.objects.create(kind="image.import", target_type="image", target_id=queued.id)
+    response = admin_browser.post(
+        reverse("images:delete", args=[queued.id]), {"csrfmiddlewaretoken": token}, follow=True
+    )
+    assert response.status_code == 200 and "has a job running" in response.text
+    assert Image.objects.filter(pk=queued.pk).exists()
+
+
 def test_delete_from_the_page(admin_browser, qcow2_file):
     browser_upload(admin_browser, qcow2_file)
     image = Image.objects.get()

@@ -8,6 +8,7 @@ import io
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from cloudpanel import errors
 from images.catalogue import image_update
 from images.intake import image_upload
 from images.models import Image
@@ -71,6 +72,24 @@ def test_update_refuses_file_facts(admin_user, default_project):
     image = Image.objects.create(name="x", disk_format="raw", project=default_project)
     with pytest.raises(ValidationError):
         image_update(image=image, user=admin_user, sha256="0" * 64)
+
+
+def test_refusals_are_the_domains_errors(admin_user, member_user, default_project, test_host):
+    """What the API's handler and the pages' page_message() map (cloudpanel/errors.py)."""
+    from images.catalogue import image_delete
+    from images.replicas import image_mirror
+
+    image = Image.objects.create(name="x", disk_format="raw", project=default_project)
+    with pytest.raises(errors.InvalidInput):
+        image_update(image=image, user=admin_user, sha256="0" * 64)
+    with pytest.raises(errors.PermissionDenied):
+        image_update(image=image, user=member_user, name="y")
+    with pytest.raises(errors.InvalidInput):
+        image_upload(name="y", disk_format="raw", chunks=iter([b"x"]), user=admin_user, sha256="x")
+    with pytest.raises(errors.Conflict):
+        image_mirror(image=image, host=test_host, user=admin_user)  # not active yet
+    with pytest.raises(errors.PermissionDenied):
+        image_delete(image=image, user=member_user)
 
 
 def test_sweep_removes_only_stale_staged_files(settings):
