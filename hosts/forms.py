@@ -41,11 +41,13 @@ class HostForm(forms.Form):
         "Defaults to the URI's host name.",
     )
     default_pool = forms.CharField(
+        required=False,
         max_length=128,
         initial="default",
         help_text="The libvirt storage pool that holds new disks and image copies.",
     )
     default_network = forms.CharField(
+        required=False,
         max_length=128,
         initial="default",
         help_text="The libvirt network new instances join (a user-mode NIC if it is not "

@@ -4,9 +4,10 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from cloudpanel.errors import Conflict
+from cloudpanel.errors import PAGE_ERRORS, page_message
 from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.models import Job
+from cloudpanel.pages import attempt
 
 from . import services
 from .forms import HostForm
@@ -32,7 +33,7 @@ def host_detail(request, pk: int):
         "capacity": host_capacity(host),
         "caps": host.capabilities or {},
         "events": list(host.events.all()[:HEALTH_EVENTS]),
-        "jobs": list(Job.objects.filter(target_type="host", target_id=host.pk)[:10]),
+        "jobs": list(Job.objects.filter(target_type=Job.TargetType.HOST, target_id=host.pk)[:10]),
     }
     return render(request, "hosts/detail.html", context)
 
@@ -45,6 +46,8 @@ def host_new(request):
             host = services.host_create(**form.cleaned_data)
         except ValidationError as exc:
             add_service_errors(form, exc)
+        except PAGE_ERRORS as exc:
+            form.add_error(None, page_message(exc))
         else:
             if host.status == Host.Status.ONLINE:
                 messages.success(request, f"Host {host.name} added and synced.")
@@ -72,10 +75,7 @@ def host_refresh(request, pk: int):
 @require_POST
 def host_delete(request, pk: int):
     host = get_object_or_404(Host, pk=pk)
-    try:
-        services.host_delete(host=host)
-    except Conflict as exc:
-        messages.error(request, str(exc))
-        return redirect("hosts:detail", pk=host.pk)
-    messages.success(request, f"Host {host.name} removed.")
+    attempt(request, services.host_delete, f"Host {host.name} removed.", host=host)
+    if Host.objects.filter(pk=pk).exists():  # refused: the message says why
+        return redirect("hosts:detail", pk=pk)
     return redirect("hosts:list")

@@ -122,7 +122,8 @@ class Volume(models.Model):
         CREATING = "creating", "Being created"
         READY = "ready", "Ready"
 
-    host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="volumes")
+    # A host leaves management only without instances: what rows remain go with it.
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="volumes")
     pool = models.CharField(max_length=128)
     name = models.CharField(max_length=255)
     path = models.CharField(max_length=4096, blank=True)

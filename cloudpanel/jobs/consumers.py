@@ -3,7 +3,7 @@
 Access is decided when the socket opens and checked again on every event against the
 socket's cached view of the user (admin or the projects they see). The cache is refreshed
 when the user's access changes (a membership removed, staff or active status changed: the
-`user.<id>` group gets an "access.changed" message, see cloudpanel.projects.services; a
+`user.<id>` group gets an "access.changed" message, see cloudpanel.projects.events; a
 sign-out or password change sends it too) and at least every RECHECK_SECONDS in case such a
 message was lost. Each check also reads the socket's session afresh: a signed-out or
 rotated session ends the socket. A socket that lost access is closed; the browser

@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
                 ('role', models.CharField(choices=[('root', 'Root disk'), ('cdrom', 'CD-ROM'), ('data', 'Data disk'), ('mirror', 'Mirror'), ('backup', 'Backup')], default='root', max_length=16)),
                 ('state', models.CharField(choices=[('creating', 'Being created'), ('ready', 'Ready')], default='creating', max_length=16)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='hosts.host')),
+                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='volumes', to='hosts.host')),
                 ('instance', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='volume_rows', to='instances.instance')),
             ],
             options={
