@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
 
-from cloudpanel.projects.access import can_act
+from cloudpanel.projects.access import can_cancel_job
 
 from .filters import JobFilter
 from .models import Job
@@ -31,6 +31,6 @@ def job_list(request):
 @login_required
 def job_detail(request, pk: int):
     job = get_object_or_404(jobs_visible_to(request.user), pk=pk)
-    # Same rule as the cancel endpoint, so the button only shows where it would work.
-    may_cancel = can_act(request.user, job.project) or job.requested_by_id == request.user.id
+    # The cancel endpoint's own rule, so the button only shows where it would work.
+    may_cancel = can_cancel_job(request.user, job)
     return render(request, "jobs/detail.html", {"job": job, "may_cancel": may_cancel})

@@ -54,6 +54,13 @@ def can_act(user, project: Project | None) -> bool:
     ).exists()
 
 
+def can_cancel_job(user, job) -> bool:
+    """Who may cancel a job: whoever may act in its project, and whoever asked for it."""
+    if not (user and user.is_authenticated):
+        return False
+    return can_act(user, job.project) or job.requested_by_id == user.id
+
+
 # What tenants see of the infrastructure.
 #
 # Host names, URIs, pool and volume paths, libvirt domain names, workers and the host-level

@@ -4,7 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from cloudpanel.projects.access import can_act
+from cloudpanel.projects.access import can_cancel_job
 
 from .. import services
 from ..filters import JobFilter
@@ -23,7 +23,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         job = self.get_object()
-        if not can_act(request.user, job.project) and job.requested_by_id != request.user.id:
+        if not can_cancel_job(request.user, job):
             raise PermissionDenied("You may not cancel this job.")
         job = services.job_cancel(job=job)
         return Response(self.get_serializer(job).data)
