@@ -5,4 +5,4 @@ class ImagesConfig(AppConfig):
     name = "images"
 
     def ready(self) -> None:
-        from . import jobs  # noqa: F401 - registers job handlers
+        from . import operations  # noqa: F401 - registers the operations

@@ -15,9 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cloudpanel.errors import InvalidInput
-from cloudpanel.jobs.models import Job
-from cloudpanel.jobs.services import JobFailed, job_create
-from cloudpanel.projects.access import is_admin
+from cloudpanel.jobs.services import JobFailed
 from cloudpanel.projects.models import Project
 
 from . import fetch
@@ -38,11 +36,10 @@ from .store import (
     store_root,
 )
 
-IMPORT_JOB = "image.import"
 SHA256_CHARS = set("0123456789abcdef")
 
 
-def _normalize_sha256(value: str | None) -> str:
+def normalize_sha256(value: str | None) -> str:
     value = (value or "").strip().lower()
     if value and (len(value) != 64 or not set(value) <= SHA256_CHARS):
         raise InvalidInput({"sha256": "Give the sha256 as 64 hexadecimal characters."})
@@ -113,7 +110,7 @@ def image_upload(
     if (fileobj is None) == (chunks is None):
         raise ValueError("give exactly one of fileobj and chunks")
     try:
-        expected = _normalize_sha256(sha256)
+        expected = normalize_sha256(sha256)
         image = new_image(
             user=user,
             name=name,
@@ -144,57 +141,6 @@ def _discard_upload(fileobj) -> None:
     staged = getattr(fileobj, "staged", None)
     if isinstance(staged, StagedFile):
         staged.discard()
-
-
-def image_import_from_url(
-    *,
-    name: str,
-    disk_format: str,
-    url: str,
-    user,
-    sha256: str | None = None,
-    project: Project | None = None,
-    visibility: str | None = None,
-    os_type: str | None = None,
-    min_disk_gib: int | None = None,
-    min_ram_mib: int | None = None,
-) -> tuple[Image, Job]:
-    """Create a queued image and the job that downloads, verifies and inspects it.
-
-    The URL is parsed strictly for everyone (see images.fetch); for tenants it must lead to
-    public addresses only (no SSRF into the panel's networks). Only the URL rebuilt from the
-    parsed fields is stored and fetched.
-    """
-    public_only = not is_admin(user)
-    try:
-        url = fetch.check_url(url, public_only=public_only).url
-    except DownloadError as exc:
-        raise InvalidInput({"url": str(exc)}) from None
-    expected = _normalize_sha256(sha256)
-    image = new_image(
-        user=user,
-        name=name,
-        disk_format=disk_format,
-        project=project,
-        visibility=visibility,
-        os_type=os_type,
-        min_disk_gib=min_disk_gib,
-        min_ram_mib=min_ram_mib,
-        source_url=url,
-    )
-    with transaction.atomic():
-        image.status = Image.Status.QUEUED
-        image.save()
-        job = job_create(
-            kind=IMPORT_JOB,
-            target_type="image",
-            target_id=image.id,
-            target_name=image.name,
-            project=image.project,
-            user=user,
-            params={"url": url, "sha256": expected, "public_only": public_only},
-        )
-    return image, job
 
 
 def _download(url: str, ctx, *, public_only: bool = False) -> StagedFile:

@@ -18,10 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cloudpanel import virt
-from cloudpanel.errors import Conflict, InvalidInput, PermissionDenied
-from cloudpanel.jobs.models import Job
-from cloudpanel.jobs.services import JobConflict, job_create
-from cloudpanel.projects.access import is_admin
+from cloudpanel.errors import Conflict
 from cloudpanel.virt import storage
 from hosts.connection import connection_uri
 from hosts.models import Host
@@ -32,7 +29,6 @@ from .store import EXTENSIONS, image_path, read_chunks
 
 log = logging.getLogger(__name__)
 
-MIRROR_JOB = "image.mirror"
 REPLICA_HEARTBEAT = 5.0  # seconds between touches of a replica being copied
 REPLICA_STALE = timedelta(seconds=120)  # a copy not touched for this long was abandoned
 
@@ -40,45 +36,6 @@ REPLICA_STALE = timedelta(seconds=120)  # a copy not touched for this long was a
 def replica_volume_name(image: Image) -> str:
     """image-<id>-<sha256[:12]>.<ext>: the content is in the name, so a copy is recognisable."""
     return f"image-{image.id}-{image.sha256[:12]}.{EXTENSIONS[image.disk_format]}"
-
-
-def image_mirror(*, image: Image, host: Host, pool: str | None = None, user) -> Job:
-    """Start a job that copies the image into a host's storage pool (a no-op if it is there).
-
-    No pool given: the host's default pool.
-    """
-    if not is_admin(user):
-        raise PermissionDenied("Only administrators can copy images to hosts.")
-    if image.status != Image.Status.ACTIVE:
-        raise Conflict(f"Image {image.name} is {image.status}, not active; it cannot be copied.")
-    pool = host.default_pool if pool is None else pool.strip()
-    if not pool or len(pool) > 128:
-        raise InvalidInput({"pool": "Give the name of a storage pool on the host."})
-    running = (
-        Job.objects.filter(
-            kind=MIRROR_JOB,
-            target_type="image",
-            target_id=image.id,
-            status__in=Job.ACTIVE,
-            params__host=host.id,
-            params__pool=pool,
-        )
-        .order_by("created_at")
-        .first()
-    )
-    if running is not None:
-        raise JobConflict(running)
-    with transaction.atomic():
-        return job_create(
-            kind=MIRROR_JOB,
-            target_type="image",
-            target_id=image.id,
-            target_name=image.name,
-            project=image.project,
-            user=user,
-            params={"host": host.id, "host_name": host.name, "pool": pool},
-            exclusive=False,  # copies to several hosts may run side by side
-        )
 
 
 def _claim_replica(image: Image, host: Host, pool: str, volume: str):

@@ -18,8 +18,8 @@ from cloudpanel.projects.access import is_admin
 from .catalogue import image_delete
 from .filters import ImageFilter
 from .forms import ImageImportForm, ImageMirrorForm, ImageUploadForm
-from .intake import image_import_from_url, image_upload
-from .replicas import image_mirror
+from .intake import image_upload
+from .operations import IMPORT, MIRROR
 from .selectors import (
     can_manage_image,
     image_get_visible,
@@ -105,7 +105,7 @@ def image_import_view(request):
     form = ImageImportForm(request.POST, user=request.user)
     if form.is_valid():
         try:
-            image, job = image_import_from_url(
+            job = IMPORT.start(
                 url=form.cleaned_data["url"], user=request.user, **form.service_kwargs()
             )
         except ValidationError as exc:
@@ -113,8 +113,8 @@ def image_import_view(request):
         except PAGE_ERRORS as exc:
             form.add_error(None, page_message(exc))
         else:
-            messages.success(request, f"Import of {image.name} started (job {job.id}).")
-            return redirect("images:detail", image.id)
+            messages.success(request, f"Import of {job.target_name} started (job {job.id}).")
+            return redirect("images:detail", job.target_id)
     context = _list_context(request, import_form=form, open_panel="import")
     return render(request, "images/list.html", context, status=400)
 
@@ -143,8 +143,8 @@ def image_mirror_view(request, pk: int):
         messages.error(request, "Choose a host and a storage pool.")
         return redirect("images:detail", image.id)
     try:
-        job = image_mirror(
-            image=image,
+        job = MIRROR.start(
+            target=image,
             host=form.cleaned_data["host"],
             pool=form.cleaned_data["pool"] or None,  # empty: the host's default pool
             user=request.user,

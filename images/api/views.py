@@ -13,8 +13,8 @@ from cloudpanel.projects.access import is_admin
 
 from ..catalogue import image_delete, image_update
 from ..filters import ImageFilter
-from ..intake import image_import_from_url, image_upload
-from ..replicas import image_mirror
+from ..intake import image_upload
+from ..operations import IMPORT, MIRROR
 from ..selectors import image_replicas, images_visible_to
 from ..uploads import discard_incomplete_upload, install_image_upload_handler, upload_error
 from .serializers import (
@@ -84,8 +84,8 @@ class ImageViewSet(
                     status=status.HTTP_201_CREATED,
                     headers={"Location": location},
                 )
-            image, job = image_import_from_url(url=url, user=request.user, **data)
-        return job_accepted(job, {"image": image.id})
+            job = IMPORT.start(url=url, user=request.user, **data)
+        return job_accepted(job, {"image": job.target_id})
 
     @extend_schema(request=ImageUpdateSerializer, responses=ImageSerializer)
     def partial_update(self, request, *args, **kwargs):
@@ -111,8 +111,8 @@ class ImageViewSet(
         serializer = ImageMirrorSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         with drf_validation_errors():
-            job = image_mirror(
-                image=image,
+            job = MIRROR.start(
+                target=image,
                 host=serializer.validated_data["host"],
                 pool=serializer.validated_data.get("pool"),
                 user=request.user,

@@ -15,6 +15,7 @@ from cloudpanel.virt import VirtError, storage
 from hosts.connection import connection_uri
 from images import replicas
 from images.models import Image, ImageReplica
+from images.operations import MIRROR
 
 from .conftest import run_job
 
@@ -142,7 +143,7 @@ def test_cancelled_copy_leaves_no_volume(lab_hosts, image, monkeypatch):
 
     host = lab_hosts[1]
     job = job_create(
-        kind=replicas.MIRROR_JOB,
+        kind=MIRROR.kind,
         target_type="image",
         target_id=image.id,
         params={"host": host.id, "pool": "default"},
@@ -209,7 +210,7 @@ def test_reaped_mirror_job_marks_the_replica(lab_hosts, image):
         image=image, host=host, pool="default", volume="x", status=ImageReplica.Status.COPYING
     )
     Job.objects.create(
-        kind=replicas.MIRROR_JOB,
+        kind=MIRROR.kind,
         target_type="image",
         target_id=image.id,
         exclusive=False,

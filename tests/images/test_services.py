@@ -77,7 +77,7 @@ def test_update_refuses_file_facts(admin_user, default_project):
 def test_refusals_are_the_domains_errors(admin_user, member_user, default_project, test_host):
     """What the API's handler and the pages' page_message() map (cloudpanel/errors.py)."""
     from images.catalogue import image_delete
-    from images.replicas import image_mirror
+    from images.operations import MIRROR
 
     image = Image.objects.create(name="x", disk_format="raw", project=default_project)
     with pytest.raises(errors.InvalidInput):
@@ -87,7 +87,7 @@ def test_refusals_are_the_domains_errors(admin_user, member_user, default_projec
     with pytest.raises(errors.InvalidInput):
         image_upload(name="y", disk_format="raw", chunks=iter([b"x"]), user=admin_user, sha256="x")
     with pytest.raises(errors.Conflict):
-        image_mirror(image=image, host=test_host, user=admin_user)  # not active yet
+        MIRROR.start(target=image, host=test_host, user=admin_user)  # not active yet
     with pytest.raises(errors.PermissionDenied):
         image_delete(image=image, user=member_user)
 
