@@ -4,11 +4,11 @@ from django.shortcuts import render
 from django.urls import Resolver404, resolve
 from django.views import defaults
 
-from cloudpanel.jobs.selectors import jobs_visible_to
+from cloudpanel.jobs.selectors import job_list_for
 from cloudpanel.projects.access import is_admin
 from cloudpanel.projects.models import Membership
 from hosts.models import Host
-from hosts.selectors import cluster_totals, host_capacity, hosts_with_allocation
+from hosts.selectors import host_capacity, host_list_with_allocation, host_totals
 
 RECENT_JOBS = 10
 
@@ -16,12 +16,12 @@ RECENT_JOBS = 10
 @login_required
 def overview(request):
     context = {
-        "recent_jobs": list(jobs_visible_to(request.user)[:RECENT_JOBS]),
+        "recent_jobs": list(job_list_for(request.user)[:RECENT_JOBS]),
         "is_admin": is_admin(request.user),
     }
     if context["is_admin"]:
         # Host data is for admins only; members see their projects' jobs.
-        hosts = list(hosts_with_allocation().order_by("name"))
+        hosts = list(host_list_with_allocation().order_by("name"))
         counts = {status: 0 for status in Host.Status.values}
         for host in hosts:
             counts[host.status] = counts.get(host.status, 0) + 1
@@ -31,7 +31,7 @@ def overview(request):
             hosts_total=len(hosts),
             kvm_hosts=sum(1 for host in hosts if host.kvm),
             tcg_hosts=sum(1 for host in hosts if host.capabilities and not host.kvm),
-            totals=cluster_totals(hosts),
+            totals=host_totals(hosts),
             instances_total=sum(getattr(h, "instance_count", 0) or 0 for h in hosts),
         )
     else:

@@ -57,7 +57,7 @@ class Capacity:
         }
 
 
-def hosts_with_allocation():
+def host_list_with_allocation():
     """Hosts annotated with what their instances take, in one query."""
     holding = ~Q(instances__state__in=NOT_HOLDING) & Q(instances__isnull=False)
     return Host.objects.annotate(
@@ -68,13 +68,13 @@ def hosts_with_allocation():
     )
 
 
-def pool_capacity_bytes(host: Host) -> int:
+def host_pool_capacity_bytes(host: Host) -> int:
     return sum(p.get("capacity_bytes", 0) for p in host.storage_pools if p.get("active"))
 
 
 def host_capacity(host: Host) -> Capacity:
     if not hasattr(host, "alloc_vcpus"):
-        host = hosts_with_allocation().get(pk=host.pk)
+        host = host_list_with_allocation().get(pk=host.pk)
     caps = host.capabilities or {}
     return Capacity(
         vcpus=Resource(
@@ -86,7 +86,7 @@ def host_capacity(host: Host) -> Capacity:
             (host.alloc_ram_mib or 0) * MIB,
         ),
         disk=Resource(
-            float(pool_capacity_bytes(host)),
+            float(host_pool_capacity_bytes(host)),
             float(host.disk_allocation_ratio),
             (host.alloc_disk_gib or 0) * GIB,
         ),
@@ -94,7 +94,7 @@ def host_capacity(host: Host) -> Capacity:
     )
 
 
-def cluster_totals(hosts) -> dict:
+def host_totals(hosts) -> dict:
     """Sum of capacities over hosts, for the overview page."""
     totals = {"vcpus": [0.0, 0.0, 0.0], "ram_bytes": [0.0, 0.0, 0.0], "disk_bytes": [0.0] * 3}
     for host in hosts:

@@ -12,7 +12,7 @@ from cloudpanel.pages import attempt
 from . import services
 from .forms import HostForm
 from .models import Host
-from .selectors import host_capacity, hosts_with_allocation
+from .selectors import host_capacity, host_list_with_allocation
 
 staff_only = staff_member_required(login_url="/login/")
 HEALTH_EVENTS = 20
@@ -20,14 +20,14 @@ HEALTH_EVENTS = 20
 
 @staff_only
 def host_list(request):
-    hosts = list(hosts_with_allocation().order_by("name"))
+    hosts = list(host_list_with_allocation().order_by("name"))
     rows = [(host, host_capacity(host)) for host in hosts]
     return render(request, "hosts/list.html", {"rows": rows})
 
 
 @staff_only
 def host_detail(request, pk: int):
-    host = get_object_or_404(hosts_with_allocation(), pk=pk)
+    host = get_object_or_404(host_list_with_allocation(), pk=pk)
     context = {
         "host": host,
         "capacity": host_capacity(host),

@@ -19,7 +19,7 @@ from cloudpanel.projects.services import project_get_default
 
 from .models import Image
 from .replicas import replica_volumes_delete
-from .selectors import can_manage_image, projects_user_can_upload_to
+from .selectors import image_manageable_by, project_list_for_upload
 from .store import image_path
 
 _UPDATABLE = {"name", "os_type", "min_disk_gib", "min_ram_mib", "visibility", "project"}
@@ -30,7 +30,7 @@ def _resolve_project(user, project: Project | None) -> Project:
         return project
     if is_admin(user):
         return project_get_default()
-    choices = list(projects_user_can_upload_to(user)[:2])
+    choices = list(project_list_for_upload(user)[:2])
     if len(choices) == 1:
         return choices[0]
     raise InvalidInput({"project": "Choose the project the image belongs to."})
@@ -78,7 +78,7 @@ def image_update(*, image: Image, user, **fields) -> Image:
     unknown = set(fields) - _UPDATABLE
     if unknown:
         raise InvalidInput({f: "This field cannot be changed." for f in sorted(unknown)})
-    if not can_manage_image(user, image):
+    if not image_manageable_by(user, image):
         raise PermissionDenied("You may not change this image.")
     if fields.get("visibility") == Image.Visibility.PUBLIC and not is_admin(user):
         raise PermissionDenied("Only administrators can make images public.")
@@ -97,12 +97,14 @@ def image_delete(*, image: Image, user) -> list[str]:
 
     Refused (Conflict) while an instance uses it or a job is working on it.
     """
-    if not can_manage_image(user, image):
+    if not image_manageable_by(user, image):
         raise PermissionDenied("You may not delete this image.")
     used = image.instances.count()
     if used:
         raise Conflict(f"Image {image.name} is used by {used} instance(s); delete them first.")
-    busy = Job.objects.filter(target_type="image", target_id=image.id, status__in=Job.ACTIVE)
+    busy = Job.objects.filter(
+        target_type=Job.TargetType.IMAGE, target_id=image.id, status__in=Job.ACTIVE
+    )
     if busy.exists():
         raise Conflict(f"Image {image.name} has a job running; wait for it or cancel it.")
     # Read before the rows go with the image; the volumes are removed once it is gone.

@@ -5,7 +5,7 @@ from hosts.models import Host
 
 from .fetch import MAX_URL_LENGTH, RefusedURL, parse_url
 from .models import Image
-from .selectors import projects_user_can_upload_to
+from .selectors import project_list_for_upload
 
 
 class _ImageMetaForm(forms.Form):
@@ -27,7 +27,7 @@ class _ImageMetaForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         kwargs.setdefault("auto_id", f"{self.id_prefix}_%s")  # two forms share one page
         super().__init__(*args, **kwargs)
-        self.fields["project"].queryset = projects_user_can_upload_to(user)
+        self.fields["project"].queryset = project_list_for_upload(user)
         if not is_admin(user):
             self.fields["visibility"].choices = [
                 c for c in Image.Visibility.choices if c[0] == Image.Visibility.PROJECT

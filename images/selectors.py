@@ -12,7 +12,7 @@ from cloudpanel.projects.models import Membership, Project
 from .models import Image, ImageReplica
 
 
-def images_visible_to(user) -> QuerySet[Image]:
+def image_list_for(user) -> QuerySet[Image]:
     """Public images for every logged-in user, project images for the project's members."""
     qs = Image.objects.select_related("project", "owner")
     ids = visible_project_ids(user)
@@ -23,22 +23,22 @@ def images_visible_to(user) -> QuerySet[Image]:
     return qs.filter(Q(visibility=Image.Visibility.PUBLIC) | Q(project_id__in=ids))
 
 
-def image_get_visible(user, pk) -> Image:
+def image_get_for(user, pk) -> Image:
     """The image, or Http404 when it does not exist or the user may not see it."""
     try:
-        return images_visible_to(user).get(pk=pk)
+        return image_list_for(user).get(pk=pk)
     except (Image.DoesNotExist, ValueError, TypeError):
         raise Http404("No such image.") from None
 
 
-def can_manage_image(user, image: Image) -> bool:
+def image_manageable_by(user, image: Image) -> bool:
     """Edit or delete: admins always; members only their project's non-public images."""
     if is_admin(user):
         return True
     return image.visibility == Image.Visibility.PROJECT and can_act(user, image.project)
 
 
-def projects_user_can_upload_to(user) -> QuerySet[Project]:
+def project_list_for_upload(user) -> QuerySet[Project]:
     if is_admin(user):
         return Project.objects.all()
     return Project.objects.filter(
@@ -46,11 +46,11 @@ def projects_user_can_upload_to(user) -> QuerySet[Project]:
     ).distinct()
 
 
-def image_replicas(image: Image) -> QuerySet[ImageReplica]:
+def image_replica_list(image: Image) -> QuerySet[ImageReplica]:
     return image.replicas.select_related("host").order_by("host__name", "pool")
 
 
-def image_jobs(image: Image) -> QuerySet[Job]:
-    return Job.objects.filter(target_type="image", target_id=image.id).select_related(
+def image_job_list(image: Image) -> QuerySet[Job]:
+    return Job.objects.filter(target_type=Job.TargetType.IMAGE, target_id=image.id).select_related(
         "requested_by"
     )

@@ -21,12 +21,12 @@ from .forms import ImageImportForm, ImageMirrorForm, ImageUploadForm
 from .intake import image_upload
 from .operations import IMPORT, MIRROR
 from .selectors import (
-    can_manage_image,
-    image_get_visible,
-    image_jobs,
-    image_replicas,
-    images_visible_to,
-    projects_user_can_upload_to,
+    image_get_for,
+    image_job_list,
+    image_list_for,
+    image_manageable_by,
+    image_replica_list,
+    project_list_for_upload,
 )
 from .uploads import discard_incomplete_upload, install_image_upload_handler, upload_error
 
@@ -40,8 +40,8 @@ def _wants_json(request) -> bool:
 
 
 def _list_context(request, **forms) -> dict:
-    image_filter = ImageFilter(request.GET or None, queryset=images_visible_to(request.user))
-    can_add = is_admin(request.user) or projects_user_can_upload_to(request.user).exists()
+    image_filter = ImageFilter(request.GET or None, queryset=image_list_for(request.user))
+    can_add = is_admin(request.user) or project_list_for_upload(request.user).exists()
     return {
         "filter": image_filter,
         "images": image_filter.qs,
@@ -121,14 +121,14 @@ def image_import_view(request):
 
 @login_required
 def image_detail(request, pk: int):
-    image = image_get_visible(request.user, pk)
+    image = image_get_for(request.user, pk)
     admin = is_admin(request.user)
     context = {
         "image": image,
         "is_admin": admin,
-        "can_manage": can_manage_image(request.user, image),
-        "jobs": list(image_jobs(image)[:RECENT_JOBS]),
-        "replicas": list(image_replicas(image)) if admin else [],
+        "can_manage": image_manageable_by(request.user, image),
+        "jobs": list(image_job_list(image)[:RECENT_JOBS]),
+        "replicas": list(image_replica_list(image)) if admin else [],
         "mirror_form": ImageMirrorForm() if admin else None,
     }
     return render(request, "images/detail.html", context)
@@ -137,7 +137,7 @@ def image_detail(request, pk: int):
 @login_required
 @require_POST
 def image_mirror_view(request, pk: int):
-    image = image_get_visible(request.user, pk)
+    image = image_get_for(request.user, pk)
     form = ImageMirrorForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose a host and a storage pool.")
@@ -161,7 +161,7 @@ def image_mirror_view(request, pk: int):
 @login_required
 @require_POST
 def image_delete_view(request, pk: int):
-    image = image_get_visible(request.user, pk)
+    image = image_get_for(request.user, pk)
     try:
         problems = image_delete(image=image, user=request.user)
     except PAGE_ERRORS as exc:

@@ -10,7 +10,7 @@ from hosts.connection import connection_uri
 from hosts.models import Host
 
 from .models import Instance
-from .selectors import unmanaged_among
+from .selectors import unmanaged_domains_among
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
             if updated:
                 (report.found if came_back else report.fixed).append(instance.pk)
     # Kept on the host row, so its page lists them without asking libvirt.
-    unmanaged = unmanaged_among(host, listed)
+    unmanaged = unmanaged_domains_among(host, listed)
     Host.objects.filter(pk=host.pk).update(unmanaged_domains=unmanaged)
     report.unmanaged += len(unmanaged)
 

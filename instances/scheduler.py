@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hosts.models import Host
-from hosts.selectors import GIB, MIB, host_capacity, hosts_with_allocation
+from hosts.selectors import GIB, MIB, host_capacity, host_list_with_allocation
 
 from .models import Flavor
 
@@ -59,14 +59,14 @@ def select_host(flavor: Flavor, *, pinned: Host | None = None) -> Host:
     """The host to place `flavor` on: the pinned one if it fits, else the one with most free RAM."""
     need = Need.of(flavor)
     if pinned is not None:
-        host = hosts_with_allocation().get(pk=pinned.pk)
+        host = host_list_with_allocation().get(pk=pinned.pk)
         reason = why_not(host, need)
         if reason:
             raise NoValidHost(f"Cannot place the instance on the chosen host: {reason}.")
         return host
     candidates = []
     reasons = []
-    for host in hosts_with_allocation().order_by("name"):
+    for host in host_list_with_allocation().order_by("name"):
         reason = why_not(host, need)
         if reason:
             reasons.append(reason)
@@ -87,7 +87,7 @@ def check_resize(host: Host, old: Flavor, new: Flavor) -> None:
         max(new.ram_mib - old.ram_mib, 0) * MIB,
         max(new.disk_gib - old.disk_gib, 0) * GIB,
     )
-    host = hosts_with_allocation().get(pk=host.pk)
+    host = host_list_with_allocation().get(pk=host.pk)
     cap = host_capacity(host)
     for label, res, wanted in (
         ("vCPUs", cap.vcpus, need.vcpus),

@@ -28,7 +28,7 @@ _RELATED_NAMES = {
 }
 
 
-def instances_for_user(user) -> QuerySet[Instance]:
+def instance_detail_for(user) -> QuerySet[Instance]:
     qs = (
         Instance.objects.select_related(
             "host", "flavor", "image", "project", "current_job__requested_by", "owner"
@@ -39,8 +39,8 @@ def instances_for_user(user) -> QuerySet[Instance]:
     return access.scope_to_user(qs, user)
 
 
-def instance_list_for_user(user) -> QuerySet[Instance]:
-    """instances_for_user for lists (the API's): the related rows' names and the current
+def instance_list_for(user) -> QuerySet[Instance]:
+    """instance_detail_for for lists (the API's): the related rows' names and the current
     job, without building the related rows themselves (the host's capabilities, pools and
     networks were decoded from JSON on every row, for nothing)."""
     qs = Instance.objects.select_related("current_job__requested_by").annotate(**_RELATED_NAMES)
@@ -49,22 +49,22 @@ def instance_list_for_user(user) -> QuerySet[Instance]:
     return access.scope_to_user(qs, user)
 
 
-def flavors() -> QuerySet[Flavor]:
+def flavor_list() -> QuerySet[Flavor]:
     return Flavor.objects.all()
 
 
-def instance_jobs(instance: Instance) -> QuerySet[Job]:
+def instance_job_list(instance: Instance) -> QuerySet[Job]:
     return Job.objects.filter(target_type=Job.TargetType.INSTANCE, target_id=instance.pk).order_by(
         "-created_at", "-id"
     )
 
 
-def unmanaged_domains(host: Host) -> list[dict]:
+def unmanaged_domain_list(host: Host) -> list[dict]:
     """Domains defined on the host that no instance row knows, asked of libvirt now."""
-    return unmanaged_among(host, virt.list_domains(connection_uri(host)))
+    return unmanaged_domains_among(host, virt.list_domains(connection_uri(host)))
 
 
-def unmanaged_among(host: Host, domains: list[virt.DomainSummary]) -> list[dict]:
+def unmanaged_domains_among(host: Host, domains: list[virt.DomainSummary]) -> list[dict]:
     """Those of `domains` (listed on `host`) that no instance row knows (by name or uuid)."""
     known_names = set(Instance.objects.filter(host=host).values_list("domain_name", flat=True))
     known_uuids = {str(u) for u in Instance.objects.values_list("uuid", flat=True)}

@@ -20,12 +20,12 @@ from .models import Flavor, Instance, Snapshot
 
 
 def _instance(request, pk):
-    return get_object_or_404(selectors.instances_for_user(request.user), pk=pk)
+    return get_object_or_404(selectors.instance_detail_for(request.user), pk=pk)
 
 
 @login_required
 def instance_list(request):
-    instances = selectors.instances_for_user(request.user).order_by("name", "id")
+    instances = selectors.instance_detail_for(request.user).order_by("name", "id")
     state = request.GET.get("state")
     if state:
         instances = instances.filter(state=state)
@@ -64,7 +64,7 @@ def instance_detail(request, pk: int):
         "instances/detail.html",
         {
             "instance": instance,
-            "jobs": selectors.instance_jobs(instance)[:50],
+            "jobs": selectors.instance_job_list(instance)[:50],
             "snapshots": instance.snapshots.all(),
             "can_act": access.can_act(request.user, instance.project),
             "resize_form": ResizeForm(),
@@ -204,7 +204,8 @@ def flavor_list(request):
         else:
             messages.success(request, f"Flavor {flavor.name} created.")
             return redirect("instances:flavors")
-    return render(request, "instances/flavors.html", {"flavors": selectors.flavors(), "form": form})
+    context = {"flavors": selectors.flavor_list(), "form": form}
+    return render(request, "instances/flavors.html", context)
 
 
 @staff_member_required(login_url="/login/")

@@ -168,7 +168,7 @@ def test_uncaught_exception_in_a_page_is_the_plain_500_page(admin_user, monkeypa
     def explode(user):
         raise RuntimeError(TRACE_MARKER)
 
-    monkeypatch.setattr(cloudpanel.views, "jobs_visible_to", explode)
+    monkeypatch.setattr(cloudpanel.views, "job_list_for", explode)
     client = Client(raise_request_exception=False)
     client.force_login(admin_user)
     response = client.get("/")

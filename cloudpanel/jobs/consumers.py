@@ -24,7 +24,7 @@ from django.utils.crypto import constant_time_compare
 from cloudpanel.projects.access import job_event_visible, visible_project_ids
 
 from .events import job_to_event
-from .selectors import jobs_visible_to
+from .selectors import job_list_for
 
 RECHECK_SECONDS = 30.0
 CLOSE_SIGNED_OUT = 4401
@@ -88,7 +88,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         ids = visible_project_ids(user)
         job = None
         if self.job_id is not None:
-            job = jobs_visible_to(user).filter(id=self.job_id).first()
+            job = job_list_for(user).filter(id=self.job_id).first()
         return user.is_staff, (None if ids is None else set(ids)), job
 
     def _session_still_valid(self, user) -> bool:

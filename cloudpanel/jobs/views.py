@@ -5,14 +5,14 @@ from cloudpanel.projects.access import can_cancel_job
 
 from .filters import JobFilter
 from .models import Job
-from .selectors import jobs_visible_to
+from .selectors import job_list_for
 
 PAGE = 200
 
 
 @login_required
 def job_list(request):
-    visible = jobs_visible_to(request.user)
+    visible = job_list_for(request.user)
     filterset = JobFilter(request.GET, queryset=visible)
     jobs = list(filterset.qs[: PAGE + 1])
     context = {
@@ -30,7 +30,7 @@ def job_list(request):
 
 @login_required
 def job_detail(request, pk: int):
-    job = get_object_or_404(jobs_visible_to(request.user), pk=pk)
+    job = get_object_or_404(job_list_for(request.user), pk=pk)
     # The cancel endpoint's own rule, so the button only shows where it would work.
     may_cancel = can_cancel_job(request.user, job)
     return render(request, "jobs/detail.html", {"job": job, "may_cancel": may_cancel})

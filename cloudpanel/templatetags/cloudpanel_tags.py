@@ -89,7 +89,7 @@ def _pct(part: float, whole: float) -> str:
 
 @register.simple_tag
 def capacity_bar(resource, unit: str = "", label: str = "", compact: bool = False) -> str:
-    """A bar for a hosts.selectors.Resource (or a cluster_totals entry).
+    """A bar for a hosts.selectors.Resource (or a host_totals entry).
 
     The scale is the larger of the limit (physical x ratio) and what is allocated, so the
     physical size, the overcommit beyond it and the limit can all be drawn on one line.

@@ -7,7 +7,7 @@ from cloudpanel.api import call_service
 from cloudpanel.permissions import AdminOnly
 
 from .. import services
-from ..selectors import hosts_with_allocation
+from ..selectors import host_list_with_allocation
 from .serializers import HostSerializer
 
 
@@ -19,7 +19,7 @@ class HostViewSet(viewsets.ModelViewSet):
     filterset_fields = ["status", "enabled", "maintenance", "transport"]
 
     def get_queryset(self):
-        return hosts_with_allocation().order_by("name")
+        return host_list_with_allocation().order_by("name")
 
     def perform_create(self, serializer):
         serializer.instance = call_service(services.host_create, **serializer.validated_data)

@@ -15,7 +15,7 @@ from ..catalogue import image_delete, image_update
 from ..filters import ImageFilter
 from ..intake import image_upload
 from ..operations import IMPORT, MIRROR
-from ..selectors import image_replicas, images_visible_to
+from ..selectors import image_list_for, image_replica_list
 from ..uploads import discard_incomplete_upload, install_image_upload_handler, upload_error
 from .serializers import (
     ImageCreatedSerializer,
@@ -49,7 +49,7 @@ class ImageViewSet(
         return super().initialize_request(request, *args, **kwargs)
 
     def get_queryset(self):
-        return images_visible_to(self.request.user)
+        return image_list_for(self.request.user)
 
     @extend_schema(
         request={
@@ -126,4 +126,4 @@ class ImageViewSet(
         image = self.get_object()
         if not is_admin(request.user):
             raise PermissionDenied("Only administrators can see where images are stored.")
-        return Response(ImageReplicaSerializer(image_replicas(image), many=True).data)
+        return Response(ImageReplicaSerializer(image_replica_list(image), many=True).data)

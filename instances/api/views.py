@@ -49,7 +49,7 @@ class FlavorViewSet(viewsets.ModelViewSet):
     filterset_fields = ["vcpus", "ram_mib", "disk_gib"]
 
     def get_queryset(self):
-        return selectors.flavors()
+        return selectors.flavor_list()
 
     def perform_create(self, serializer):
         serializer.instance = call_service(services.flavor_create, **serializer.validated_data)
@@ -87,8 +87,8 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     def get_queryset(self):
         if self.action == "list":
-            return selectors.instance_list_for_user(self.request.user)
-        return selectors.instances_for_user(self.request.user)
+            return selectors.instance_list_for(self.request.user)
+        return selectors.instance_detail_for(self.request.user)
 
     def _fresh(self, instance):
         return self.get_queryset().get(pk=instance.pk)
@@ -256,7 +256,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         host = get_object_or_404(Host, pk=int(host_id))
         if host.status != Host.Status.ONLINE:
             raise HostUnavailable(f"Host {host.name} is {host.status}")
-        return Response(selectors.unmanaged_domains(host))
+        return Response(selectors.unmanaged_domain_list(host))
 
     @extend_schema(request=AdoptSerializer, responses={201: InstanceSerializer})
     @action(detail=False, methods=["post"])

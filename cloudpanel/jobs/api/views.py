@@ -8,7 +8,7 @@ from cloudpanel.projects.access import can_cancel_job
 
 from .. import services
 from ..filters import JobFilter
-from ..selectors import jobs_visible_to
+from ..selectors import job_list_for
 from .serializers import JobSerializer
 
 
@@ -17,7 +17,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     filterset_class = JobFilter
 
     def get_queryset(self):
-        return jobs_visible_to(self.request.user)
+        return job_list_for(self.request.user)
 
     @extend_schema(request=None, responses=JobSerializer)
     @action(detail=True, methods=["post"])
