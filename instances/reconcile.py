@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass, field
 
 from cloudpanel import virt
+from cloudpanel.virt import storage
 from hosts.connection import connection_uri
 from hosts.models import Host
 
-from .models import Instance
+from .models import Instance, Volume
 from .selectors import unmanaged_domains_among
+from .volumes import volume_ready
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,11 @@ class ReconcileReport:
     fixed: list[int] = field(default_factory=list)
     found: list[int] = field(default_factory=list)
     unmanaged: int = 0
+    # Volume rows: made ready (created, then the worker died), dropped (planned, never
+    # made), and missing (ready, but gone from the host: left for a person to look at).
+    volumes_ready: list[int] = field(default_factory=list)
+    volumes_dropped: list[int] = field(default_factory=list)
+    volumes_missing: list[int] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -34,6 +41,9 @@ class ReconcileReport:
             "fixed": self.fixed,
             "found": self.found,
             "unmanaged": self.unmanaged,
+            "volumes_ready": self.volumes_ready,
+            "volumes_dropped": self.volumes_dropped,
+            "volumes_missing": self.volumes_missing,
             "errors": self.errors,
         }
 
@@ -73,6 +83,30 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
     unmanaged = unmanaged_domains_among(host, listed)
     Host.objects.filter(pk=host.pk).update(unmanaged_domains=unmanaged)
     report.unmanaged += len(unmanaged)
+    reconcile_volumes(host, report)
+
+
+def reconcile_volumes(host: Host, report: ReconcileReport) -> None:
+    """Match the host's volume rows with what its pools hold. Rows of an instance a job is
+    working on are that job's business and left alone."""
+    rows = Volume.objects.filter(host=host).exclude(instance__current_job__isnull=False)
+    uri = connection_uri(host)
+    for pool in sorted({row.pool for row in rows}):
+        try:
+            storage.pool_refresh(uri, pool)
+            present = {v.name: v for v in storage.list_volumes(uri, pool)}
+        except virt.NotFound:
+            present = {}  # the pool itself is gone: every row in it is missing
+        for row in (r for r in rows if r.pool == pool):
+            info = present.get(row.name)
+            if row.state == Volume.State.CREATING and info is not None:
+                volume_ready(row, info)
+                report.volumes_ready.append(row.pk)
+            elif row.state == Volume.State.CREATING:
+                report.volumes_dropped.append(row.pk)
+                row.delete()
+            elif info is None:
+                report.volumes_missing.append(row.pk)
 
 
 def reconcile_all() -> ReconcileReport:

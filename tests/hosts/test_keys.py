@@ -1,5 +1,6 @@
 """SSH private keys on disk: written only when they change, 0600, gone with their host."""
 
+import os
 import stat
 
 import pytest
@@ -82,3 +83,13 @@ def test_no_key_file_is_ever_named_after_a_missing_id(db, keys_dir):
 def test_a_bulk_delete_removes_the_key_too(ssh_host, keys_dir):
     Host.objects.filter(pk=ssh_host.pk).delete()  # as the Django admin's bulk action does
     assert list(keys_dir.iterdir()) == []
+
+
+def test_setup_writes_missing_key_files_again(ssh_host, keys_dir):
+    from django.core.management import call_command
+
+    path = keys_dir / f"host-{ssh_host.pk}"
+    path.unlink()
+    with open(os.devnull, "w") as quiet:
+        call_command("cloudpanel_setup", stdout=quiet)
+    assert path.read_text() == KEY and stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -1,4 +1,5 @@
-"""First-run setup that `make run` repeats safely: admin user, default project, local host."""
+"""First-run setup that `make run` repeats safely: admin user, default project, local host,
+the key files of SSH hosts."""
 
 import os
 import secrets
@@ -8,6 +9,7 @@ from django.core.management.base import BaseCommand
 
 from cloudpanel import virt
 from cloudpanel.projects.services import project_get_default
+from hosts import keys
 from hosts.models import Host
 from hosts.services import host_create, host_sync
 from instances.models import Flavor
@@ -28,6 +30,11 @@ class Command(BaseCommand):
                 name=name, defaults={"vcpus": vcpus, "ram_mib": ram, "disk_gib": disk}
             )
         self._local_host()
+        # Key files live on this machine, the keys in the database: after a move or a
+        # restore, write the missing ones once (reading a host's URI never writes them).
+        restored = keys.restore_missing(Host.objects.exclude(ssh_private_key_encrypted=""))
+        if restored:
+            self.stdout.write(f"Wrote the SSH key files of {len(restored)} host(s) again.")
 
     def _admin(self) -> None:
         User = get_user_model()
