@@ -1,4 +1,5 @@
-"""What every instance operation shares: who may act, the host check, the job bookkeeping.
+"""What every instance operation shares: the job bookkeeping, the state checks, waiting on
+libvirt (who may act and the host check are instances/rules.py, shared with the services).
 
 An instance operation's `run` loads the instance, calls `act`, and always ends by reading
 the instance's state back from libvirt and clearing `current_job`, whatever `act` did.
@@ -6,7 +7,6 @@ the instance's state back from libvirt and clearing `current_job`, whatever `act
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import ClassVar
 
@@ -20,8 +20,6 @@ from hosts.connection import connection_uri
 from ..models import Instance
 from ..rules import GONE
 from ..services import instance_sync_state
-
-log = logging.getLogger(__name__)
 
 POLL = 0.25
 
