@@ -30,7 +30,13 @@ def job_list(request):
 
 @login_required
 def job_detail(request, pk: int):
-    job = get_object_or_404(job_list_for(request.user), pk=pk)
-    # The cancel endpoint's own rule, so the button only shows where it would work.
-    may_cancel = can_cancel_job(request.user, job)
-    return render(request, "jobs/detail.html", {"job": job, "may_cancel": may_cancel})
+    visible = job_list_for(request.user)
+    job = get_object_or_404(visible, pk=pk)
+    context = {
+        "job": job,
+        # The cancel endpoint's own rule, so the button only shows where it would work.
+        "may_cancel": can_cancel_job(request.user, job),
+        "parent": visible.filter(pk=job.parent_id).first() if job.parent_id else None,
+        "children": list(visible.filter(parent=job).order_by("id")),
+    }
+    return render(request, "jobs/detail.html", context)

@@ -157,3 +157,21 @@ def test_a_parent_reaped_after_its_worker_died_leaves_no_child_running(targets):
     assert parent.id in job_reap_stale()
     child.refresh_from_db()
     assert child.status == "cancelled"
+
+
+def test_the_api_and_the_page_show_a_parents_children(targets, admin_user, client):
+    from rest_framework.test import APIClient
+
+    released.set()
+    parent = job_create(kind="test.parent", target_type="thing", target_id=0, enqueue=False)
+    job_execute(parent.id)
+    children = list(Job.objects.filter(parent=parent).order_by("id"))
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    listed = api.get(f"/api/v1/jobs/?parent={parent.id}").json()["results"]
+    assert sorted(row["id"] for row in listed) == [c.id for c in children]
+    assert {row["parent"] for row in listed} == {parent.id}
+    client.force_login(admin_user)
+    page = client.get(f"/jobs/{parent.id}/").content.decode()
+    assert all(f"/jobs/{c.id}/" in page for c in children)
+    assert f"/jobs/{parent.id}/" in client.get(f"/jobs/{children[0].id}/").content.decode()

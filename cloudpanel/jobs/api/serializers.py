@@ -35,6 +35,7 @@ class JobSerializer(FastReadMixin, serializers.ModelSerializer):
             "step",
             "error",
             "target",
+            "parent",
             "project",
             "requested_by",
             "result",
