@@ -1,3 +1,5 @@
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from cloudpanel.projects.access import visible_project_ids
@@ -59,6 +61,7 @@ def _url_field(**kwargs) -> serializers.CharField:
     )
 
 
+@extend_schema_field(OpenApiTypes.INT)  # a project's id (the schema cannot tell without a model)
 class _ProjectField(serializers.PrimaryKeyRelatedField):
     """Only projects the user sees: another project's id is 'does not exist', not 403."""
 
