@@ -1,8 +1,9 @@
 """Jobs: create (one active exclusive job per target), run, report, cancel, reap.
 
-A job handler is a function registered for a kind: `handler(job, ctx) -> dict | None`. The
-runner owns the job's status on every path (success, error, cancellation, time limit), so
-handlers only do the work and report progress through `ctx`.
+Every job kind is an Operation (operations.py) registered under it (registry.py): the
+runner calls its `run(job, ctx)` and, for a job that ended without `run` finishing, its
+`on_abandoned(job)`. The runner owns the job's status on every path (success, error,
+cancellation, time limit), so operations only do the work and report through `ctx`.
 
 What a job reports is for admins by default: steps, log lines and errors name hosts, pools,
 paths and carry libvirt's own messages. Text a tenant may read is marked public
