@@ -6,12 +6,16 @@ chain), its progress moves the parent's, and its outcome comes back in the paren
 
 from __future__ import annotations
 
-import threading
-
-from django.db import connection
-
 from .models import Job
-from .services import JobConflict, JobContext, broadcast, job_cancel, job_create, job_execute
+from .services import (
+    JobConflict,
+    JobContext,
+    Ticker,
+    broadcast,
+    job_cancel,
+    job_create,
+    job_execute,
+)
 
 
 class ChildSpec:
@@ -33,35 +37,20 @@ def child_outcome(job: Job) -> dict:
     }
 
 
-class _ChildProgress:
+def _follow_child(ctx: JobContext, child_id: int, base: float, span: float) -> Ticker:
     """While a child runs, its progress moves the parent's within the child's share."""
 
-    def __init__(self, ctx: JobContext, child_id: int, base: float, span: float):
-        self.ctx, self.child_id, self.base, self.span = ctx, child_id, base, span
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+    def follow() -> None:
+        child = Job.objects.filter(id=child_id).values("progress").first()
+        if child:
+            # The parent's handler waits on the child meanwhile: nothing else touches its
+            # job row.
+            parent = ctx.job
+            parent.progress = int(base + span * child["progress"] / 100)
+            parent.save(update_fields=["progress"])
+            broadcast(parent)
 
-    def _run(self) -> None:
-        try:
-            while not self.stop.wait(1.0):
-                child = Job.objects.filter(id=self.child_id).values("progress").first()
-                if child:
-                    # The parent's handler waits on the child meanwhile: nothing else
-                    # touches its job row.
-                    parent = self.ctx.job
-                    parent.progress = int(self.base + self.span * child["progress"] / 100)
-                    parent.save(update_fields=["progress"])
-                    broadcast(parent)
-        finally:
-            connection.close()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+    return Ticker(1.0, follow, f"job-{ctx.job.id}-children")
 
 
 def run_children(
@@ -90,7 +79,7 @@ def run_children(
                 f"Running {child.kind} on {child.target_name} ({index + 1} of {len(jobs)})",
                 public=f"Step {index + 1} of {len(jobs)}",
             )
-            with _ChildProgress(ctx, child.id, start + span * index, span):
+            with _follow_child(ctx, child.id, start + span * index, span):
                 job_execute(child.id)
     finally:
         for child in jobs:  # after a cancellation: the children that never started

@@ -196,20 +196,19 @@ class JobContext:
         return self._ancestors
 
 
-class _Heartbeat:
-    """Marks the job alive every few seconds while its handler blocks in a long call."""
+class Ticker:
+    """Calls `tick()` every `seconds` on a thread of its own (with its own database
+    connection) while the `with` block runs: a job's handler may block in one long call."""
 
-    def __init__(self, job_id: int):
-        self.job_id = job_id
+    def __init__(self, seconds: float, tick, name: str):
+        self.seconds, self.tick = seconds, tick
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"job-{job_id}-hb", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         try:
-            while not self.stop.wait(HEARTBEAT_SECONDS):
-                Job.objects.filter(id=self.job_id, status=Job.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+            while not self.stop.wait(self.seconds):
+                self.tick()
         finally:
             connection.close()
 
@@ -219,6 +218,16 @@ class _Heartbeat:
 
     def __exit__(self, *exc):
         self.stop.set()
+        self.thread.join(self.seconds + 5)
+
+
+def _heartbeat(job_id: int) -> Ticker:
+    """Marks the job alive every few seconds while its handler runs."""
+
+    def beat() -> None:
+        Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+    return Ticker(HEARTBEAT_SECONDS, beat, f"job-{job_id}-hb")
 
 
 def _finish(
@@ -272,7 +281,7 @@ def job_execute(job_id: int, *, task_id: str = "") -> None:
     try:
         if job.cancel_requested:
             raise JobCancelled()
-        with _Heartbeat(job.id):
+        with _heartbeat(job.id):
             result = registry.get(job.kind).run(job, ctx)
     except JobCancelled:
         _finish(job, Job.Status.CANCELLED, error=CANCELLED, public_error=CANCELLED)
