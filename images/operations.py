@@ -11,7 +11,7 @@ from django.db import transaction
 from cloudpanel.errors import Conflict, InvalidInput, PermissionDenied
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import Operation, register
-from cloudpanel.jobs.services import JobConflict, JobContext, JobFailed, job_create
+from cloudpanel.jobs.services import JobConflict, JobContext, JobFailed
 from cloudpanel.projects.access import is_admin
 from hosts.models import Host
 
@@ -86,15 +86,7 @@ class ImportFromURL(ImageOperation):
         with transaction.atomic():
             image.status = Image.Status.QUEUED
             image.save()
-            return job_create(
-                kind=self.kind,
-                target_type=self.target_type,
-                target_id=image.id,
-                target_name=image.name,
-                project=image.project,
-                user=user,
-                params=params,
-            )
+            return self.create_job(user=user, target=image, params=params)
 
     def run(self, job: Job, ctx: JobContext) -> dict:
         image = self.image_of(job, "The image was deleted before its import ran.")

@@ -13,7 +13,6 @@ from .services import (
     Ticker,
     broadcast,
     job_cancel,
-    job_create,
     job_execute,
 )
 
@@ -94,17 +93,12 @@ def run_children(
 
 
 def _create_child(ctx: JobContext, child: ChildSpec) -> Job:
-    return job_create(
-        kind=child.operation.kind,
-        target_type=child.operation.target_type,
-        target_id=child.target.pk,
-        target_name=child.operation.target_name(child.target),
-        project=child.operation.target_project(child.target),
+    return child.operation.create_job(
         user=ctx.job.requested_by,
+        target=child.target,
         params=child.params,
-        exclusive=child.operation.exclusive,
-        enqueue=False,
         parent=ctx.job,
+        enqueue=False,  # run here, by the parent, not by a worker
     )
 
 

@@ -59,17 +59,25 @@ class Operation:
         """Check, then create and queue the job: the one way every caller starts this."""
         job_params = self.check(user=user, target=target, **params)
         with transaction.atomic():
-            job = job_create(
-                kind=self.kind,
-                target_type=self.target_type,
-                target_id=target.pk,
-                target_name=self.target_name(target),
-                project=self.target_project(target),
-                user=user,
-                params=job_params,
-                exclusive=self.exclusive,
-            )
-            self.on_job_created(target, job)
+            return self.create_job(user=user, target=target, params=job_params)
+
+    def create_job(
+        self, *, user, target, params: dict, parent: Job | None = None, enqueue: bool = True
+    ) -> Job:
+        """The job row for `target` (checked already), queued when the transaction commits."""
+        job = job_create(
+            kind=self.kind,
+            target_type=self.target_type,
+            target_id=target.pk,
+            target_name=self.target_name(target),
+            project=self.target_project(target),
+            user=user,
+            params=params,
+            exclusive=self.exclusive,
+            parent=parent,
+            enqueue=enqueue,
+        )
+        self.on_job_created(target, job)
         return job
 
     def __repr__(self) -> str:

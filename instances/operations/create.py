@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from cloudpanel.errors import InvalidInput
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import register
-from cloudpanel.jobs.services import JobContext, JobFailed, job_create
+from cloudpanel.jobs.services import JobContext, JobFailed
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
 from cloudpanel.projects.services import project_get_default
@@ -99,16 +99,7 @@ class Create(InstanceOperation):
                 Host.objects.select_for_update().filter(pk=chosen.pk).exists()
                 chosen = scheduler.select_host(flavor, pinned=chosen)
                 instance = self._record(user, name, project, flavor, params["image"], chosen)
-                job = job_create(
-                    kind=self.kind,
-                    target_type=self.target_type,
-                    target_id=instance.pk,
-                    target_name=instance.name,
-                    project=project,
-                    user=user,
-                    params=job_params,
-                )
-                self.on_job_created(instance, job)
+                job = self.create_job(user=user, target=instance, params=job_params)
         except scheduler.NoValidHost as exc:
             raise InvalidInput(
                 {"host" if host else "flavor": [no_room_message(user, exc, flavor)]}
