@@ -72,6 +72,7 @@ class Create(InstanceOperation):
             raise InvalidInput({"project": ["Unknown project."]})
         require_act(user, project)
         access.require_host_choice_allowed(user, host)
+        name = validate_name(name)
         if Instance.objects.filter(project=project, name=name).exists():
             raise InvalidInput(
                 {"name": [f"Project {project.name} already has an instance {name}."]}
@@ -88,9 +89,9 @@ class Create(InstanceOperation):
     def start(self, *, user, target=None, **params) -> Job:
         """Check, place and record the instance with its job; the job's target is it."""
         params["project"] = params.get("project") or project_get_default()
-        params["name"] = name = validate_name(params["name"])
+        job_params = self.check(user=user, **params)  # permission first, then the input
+        name = validate_name(params["name"])
         project, flavor, host = params["project"], params["flavor"], params.get("host")
-        job_params = self.check(user=user, **params)
         try:
             with transaction.atomic():
                 chosen = scheduler.select_host(flavor, pinned=host)
