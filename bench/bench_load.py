@@ -27,17 +27,21 @@ turns.
 
 BENCH_LOAD_BASELINE=<git revision> compares code instead: this tree against that revision
 (exported with `git archive` into the bench's directory, run with this venv), both with the
-default number of workers, on the same database; the ratio is this tree over the baseline.
+default number of workers; the ratio is this tree over the baseline. The baseline gets a
+database of its own, migrated and seeded by its own code, so that a revision with another
+schema serves the same fleet in the shape it knows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -147,6 +151,23 @@ def _seed() -> tuple[str, str]:
     return token, cookie
 
 
+def _seed_with(tree: Path, database_url: str) -> tuple[str, str]:
+    """_seed() as `tree`'s own code does it, into `database_url` (a baseline's database)."""
+    from django.conf import settings
+
+    code = (
+        "import json, django; django.setup(); from bench.bench_load import _seed; "
+        "print(json.dumps(_seed()))"
+    )
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": settings.SECRET_KEY}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    token, cookie = json.loads(out.strip().splitlines()[-1])
+    return token, cookie
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -179,11 +200,19 @@ def _free_port() -> int:
 class Server:
     """The Procfile's web process in its own session (stopped with its whole group)."""
 
-    def __init__(self, label: str, workers: int | None, var_dir: Path, cwd: Path = REPO):
+    def __init__(
+        self,
+        label: str,
+        workers: int | None,
+        var_dir: Path,
+        cwd: Path = REPO,
+        database_url: str | None = None,
+    ):
         self.label = label
         self.workers = workers
         self.var_dir = var_dir
         self.cwd = cwd
+        self.database_url = database_url
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -201,6 +230,8 @@ class Server:
             "DEBUG": os.environ.get("BENCH_DEBUG", "false"),
             "LOG_LEVEL": "WARNING",
         }
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
         env.pop("WEB_CONCURRENCY", None)
         env.pop("CLOUDPANEL_WEB_WORKERS", None)
         if self.workers is not None:
@@ -374,36 +405,45 @@ def run() -> None:
     problem = _isolation_problem()
     if problem:
         raise RuntimeError(f"load bench: {problem}")
-    token, cookie = _seed()
-    targets = {
-        "list": ("/api/v1/instances/", {"Authorization": f"Token {token}"}),
-        "overview": ("/", {"Cookie": cookie}),
-    }
+
+    def targets_for(token: str, cookie: str) -> dict:
+        return {
+            "list": ("/api/v1/instances/", {"Authorization": f"Token {token}"}),
+            "overview": ("/", {"Cookie": cookie}),
+        }
+
+    targets = targets_for(*_seed())
     baseline = os.environ.get("BENCH_LOAD_BASELINE")
     if baseline:
         tree = _export(baseline, BENCH_DIR / "baseline-tree")
+        own_db = f"sqlite:///{BENCH_DIR / 'baseline.sqlite3'}"
         servers = [
             Server("this tree", None, BENCH_DIR / "server-multi"),
-            Server(f"baseline {baseline}", None, BENCH_DIR / "server-baseline", tree),
+            Server(f"baseline {baseline}", None, BENCH_DIR / "server-baseline", tree, own_db),
         ]
+        # Each server is asked with the credentials of its own database.
+        theirs = targets_for(*_seed_with(tree, own_db))
+        asked = {servers[0].label: targets, servers[1].label: theirs}
     else:
         servers = [
             Server("default workers", None, BENCH_DIR / "server-multi"),
             Server("1 worker", 1, BENCH_DIR / "server-single"),
         ]
+        asked = {server.label: targets for server in servers}
     try:
         for server in servers:
             server.start()
         for server in servers:
-            for path, headers in targets.values():
+            for path, headers in asked[server.label].values():
                 drive(server.port, path, headers, CLIENTS, WARMUP, TIME_CAP)
         names = {s.label: f"{s.label} ({s.worker_processes()} proc)" for s in servers}
-        rows = [(target, CLIENTS, REQUESTS, *targets[target]) for target in targets]
-        rows.append(("single", 1, SEQUENTIAL, *targets["list"]))
+        rows = [(target, CLIENTS, REQUESTS, target) for target in targets]
+        rows.append(("single", 1, SEQUENTIAL, "list"))
         results = {(row[0], s.label): Result() for row in rows for s in servers}
-        for target, clients, budget, path, headers in rows:
+        for target, clients, budget, asks in rows:
             for _ in range(ROUNDS):
                 for server in servers:
+                    path, headers = asked[server.label][asks]
                     cpu = server.cpu_seconds()
                     result = drive(
                         server.port, path, headers, clients, budget // ROUNDS, TIME_CAP / ROUNDS

@@ -90,8 +90,10 @@ def test_many_health_cycles_keep_threads_and_sockets_flat(
         assert "Still connecting" in host.last_error
         assert pool.pending(uri) is not None  # the one open libvirt is stuck in
         # After the first cycle (its one pending open: a thread, a client and a server
-        # socket), nothing more: not one thread or socket per cycle.
-        assert len(set(counts[1:])) == 1, counts
+        # socket), nothing more: not one thread or socket per cycle. (Fewer may show: the
+        # process's other connections, the database's or Redis's, may close meanwhile.)
+        first = counts[1]
+        assert all(t <= first[0] and s <= first[1] for t, s in counts[1:]), counts
         assert counts[-1][0] <= counts[0][0] + 1 and counts[-1][1] <= counts[0][1] + 1, counts
     finally:
         pool.close(uri)
