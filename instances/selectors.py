@@ -12,7 +12,7 @@ from cloudpanel.projects import access
 from hosts.connection import connection_uri
 from hosts.models import Host
 
-from .models import Flavor, Instance
+from .models import Flavor, Instance, Volume
 
 # Transient guests the panel itself starts (KVM probe) are not unmanaged domains.
 _INTERNAL_PREFIXES = ("cloudpanel-kvm-probe-",)
@@ -29,13 +29,9 @@ _RELATED_NAMES = {
 
 
 def instance_detail_for(user) -> QuerySet[Instance]:
-    qs = (
-        Instance.objects.select_related(
-            "host", "flavor", "image", "project", "current_job__requested_by", "owner"
-        )
-        .prefetch_related("volumes")
-        .annotate(**_RELATED_NAMES)
-    )
+    qs = Instance.objects.select_related(
+        "host", "flavor", "image", "project", "current_job__requested_by", "owner"
+    ).annotate(**_RELATED_NAMES)
     return access.scope_to_user(qs, user)
 
 
@@ -44,9 +40,23 @@ def instance_list_for(user) -> QuerySet[Instance]:
     job, without building the related rows themselves (the host's capabilities, pools and
     networks were decoded from JSON on every row, for nothing)."""
     qs = Instance.objects.select_related("current_job__requested_by").annotate(**_RELATED_NAMES)
-    if access.sees_infrastructure(user):  # volumes are shown to admins only
-        qs = qs.prefetch_related("volumes")
     return access.scope_to_user(qs, user)
+
+
+def volumes_by_instance(instance_ids) -> dict[int, list[dict]]:
+    """The volumes of a page of instances in one query, as plain dicts (a prefetch built a
+    related manager and a model per row: a third of a list request's time)."""
+    volumes: dict[int, list[dict]] = {}
+    rows = (
+        Volume.objects.filter(instance_id__in=list(instance_ids))
+        .order_by("id")
+        .values_list("instance_id", "pool", "name", "path", "role")
+    )
+    for instance_id, pool, name, path, role in rows:
+        volumes.setdefault(instance_id, []).append(
+            {"pool": pool, "name": name, "path": path, "role": role}
+        )
+    return volumes
 
 
 def flavor_list() -> QuerySet[Flavor]:

@@ -179,3 +179,9 @@ def test_the_short_read_path_answers_byte_for_byte_as_drf(
     assert listed["bare"]["created_at"].endswith("Z")
     if who == "tenant":
         assert "host" not in listed["adopted"] and "disk" not in listed["bare"]["state_reason"]
+        assert "volumes" not in listed["adopted"]
+    else:  # the page's volumes, read in one query, are each instance's own
+        adopted = [{"pool": "default", "name": "a.qcow2", "path": "", "role": "root"}]
+        assert listed["adopted"]["volumes"] == adopted and listed["bare"]["volumes"] == []
+        detail = short[1 + ids.index(listed["adopted"]["id"])].json()
+        assert detail["volumes"] == adopted

@@ -72,10 +72,15 @@ class InstanceSerializer(FastReadMixin, serializers.ModelSerializer):
         return data
 
     def get_volumes(self, obj) -> list[dict]:
-        # Admins only (to_representation drops it for others, who get no query for it);
-        # prefetched by the instances' selectors: one query per list, not one per row.
+        # Admins only (to_representation drops it for others, who get no query for it). A
+        # list passes the page's volumes in its context (one query for the page).
         if not self.__dict__.setdefault("_sees_volumes", access.sees_infrastructure(viewer(self))):
             return []
+        page_volumes = self.__dict__.setdefault(
+            "_page_volumes", self.context.get("volumes_by_instance")
+        )
+        if page_volumes is not None:
+            return page_volumes.get(obj.pk, [])
         return [volume.as_dict() for volume in obj.volumes.all()]
 
     def get_host_key(self, obj) -> str:

@@ -90,6 +90,14 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             return selectors.instance_list_for(self.request.user)
         return selectors.instance_detail_for(self.request.user)
 
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        context = self.get_serializer_context()
+        if access.sees_infrastructure(request.user):
+            context["volumes_by_instance"] = selectors.volumes_by_instance(i.pk for i in page)
+        data = self.get_serializer_class()(page, many=True, context=context).data
+        return self.get_paginated_response(data)
+
     def _fresh(self, instance):
         return self.get_queryset().get(pk=instance.pk)
 
