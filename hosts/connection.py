@@ -14,7 +14,7 @@ from cloudpanel import virt
 
 from . import keys
 from .models import Host
-from .uris import HostURI, default_console_address, parse_host_uri
+from .uris import HostURI, parse_host_uri
 
 
 def host_uri(host: Host) -> HostURI:
@@ -47,5 +47,7 @@ def pooled_uri(host: Host) -> str | None:
 
 
 def console_address(host: Host) -> str:
-    """Where guests' VNC servers listen and browsers' consoles reach them."""
-    return host.console_address or default_console_address(host.uri)
+    """Where the host's guests' VNC servers listen, and where the panel reaches them. Set
+    when the host is registered (its URI's host name, see uris.default_console_address);
+    loopback when it was cleared: nothing outside the host may then reach a console."""
+    return host.console_address or "127.0.0.1"

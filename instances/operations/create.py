@@ -21,7 +21,7 @@ from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
 from cloudpanel.projects.services import project_get_default
 from cloudpanel.virt import VirtError, domain_xml, domains, storage
-from hosts.connection import connection_uri
+from hosts.connection import connection_uri, console_address
 from hosts.models import Host
 from hosts.selectors import GIB
 from images.models import Image
@@ -188,7 +188,7 @@ class Create(InstanceOperation):
             arch=(host.capabilities or {}).get("arch") or "x86_64",
             disks=disks,
             nics=[domain_xml.NicSpec(mac=mac, network=network)],
-            vnc_listen=host.console_address or "127.0.0.1",
+            vnc_listen=console_address(host),
             title=instance.name,
             metadata={"instance": str(instance.pk), "project": instance.project.name},
         )
