@@ -13,6 +13,7 @@ from . import xmlutil
 
 METADATA_NS = "https://cloudpanel.invalid/xmlns/instance/1"
 ET.register_namespace("cloudpanel", METADATA_NS)
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class DomainSpec:
     vnc_listen: str = "127.0.0.1"
     title: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # The QEMU guest agent's virtio-serial port: harmless when the guest runs no agent.
+    guest_agent: bool = True
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -111,6 +114,10 @@ def build_domain(spec: DomainSpec) -> str:
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
+    if spec.guest_agent:
+        # No source path: libvirt picks the socket and connects its agent client to it.
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
     graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
     graphics.set("listen", spec.vnc_listen)
     _sub(graphics, "listen", type="address", address=spec.vnc_listen)

@@ -83,3 +83,35 @@ def test_unknown_domain_type_refused():
 
     with pytest.raises(ValueError):
         dx.build_domain(spec(domain_type="xen"))
+
+
+def test_every_domain_gets_the_guest_agent_channel():
+    channels = ET.fromstring(dx.build_domain(spec())).findall("devices/channel")
+    assert len(channels) == 1
+    channel = channels[0]
+    assert channel.get("type") == "unix"
+    # No source path: libvirt chooses the socket (a fixed path would collide across domains).
+    assert channel.find("source") is None
+    target = channel.find("target")
+    assert target.attrib == {"type": "virtio", "name": "org.qemu.guest_agent.0"}
+
+
+def test_guest_agent_channel_can_be_left_out():
+    root = ET.fromstring(dx.build_domain(spec(guest_agent=False)))
+    assert root.find("devices/channel") is None
+
+
+def test_test_driver_accepts_the_agent_channel():
+    import libvirt
+
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(dx.build_domain(spec(domain_type="qemu", name="cp-agent-xml")))
+        try:
+            xml = ET.fromstring(dom.XMLDesc(0))
+            names = [t.get("name") for t in xml.findall("devices/channel/target")]
+            assert names == ["org.qemu.guest_agent.0"]
+        finally:
+            dom.undefine()
+    finally:
+        conn.close()
