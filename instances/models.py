@@ -150,3 +150,24 @@ class Volume(models.Model):
     def as_dict(self) -> dict:
         """The shape the API has always shown an instance's volumes in."""
         return {"pool": self.pool, "name": self.name, "path": self.path, "role": self.role}
+
+
+class KeyPair(models.Model):
+    """An SSH public key a user imported, to be put in their instances' authorized_keys."""
+
+    owner = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="keypairs")
+    name = models.CharField(max_length=63, validators=[name_validator])
+    # Normalized: "type base64 [comment]", one line.
+    public_key = models.TextField()
+    # As `ssh-keygen -lf` prints it: SHA256:<base64 without padding>.
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="unique_keypair_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
