@@ -25,3 +25,10 @@ class AlreadyExists(VirtError, errors.Conflict):
 
 class OperationInvalid(VirtError, errors.Conflict):
     """The operation is not possible in the object's current state."""
+
+
+class AgentUnavailable(VirtError, errors.Conflict):
+    """No QEMU guest agent answers: the guest runs none, is not up yet, or has no channel.
+
+    An expected state, not a failure: pages show the agent's features as unavailable.
+    """

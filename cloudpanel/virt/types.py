@@ -73,3 +73,39 @@ class DomainSummary:
     vcpus: int
     memory_bytes: int
     persistent: bool
+
+
+@dataclass(frozen=True)
+class GuestFilesystem:
+    """One mounted filesystem as the guest agent reports it (sizes None when unknown)."""
+
+    mountpoint: str
+    name: str
+    type: str
+    used_bytes: int | None
+    total_bytes: int | None
+
+
+@dataclass(frozen=True)
+class GuestInfo:
+    """What the guest agent says about the guest's OS (fields None when it did not say)."""
+
+    os_name: str | None
+    os_version: str | None
+    os_id: str | None
+    kernel_release: str | None
+    hostname: str | None
+    timezone: str | None
+    filesystems: list[GuestFilesystem] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GuestInterface:
+    """A guest network interface and its addresses, as the agent reports them."""
+
+    name: str
+    mac: str | None
+    addresses: list[str] = field(default_factory=list)  # "addr/prefix"
