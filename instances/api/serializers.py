@@ -98,6 +98,22 @@ class InstanceCreateSerializer(serializers.Serializer):
     flavor = serializers.IntegerField()
     host = serializers.IntegerField(required=False, allow_null=True)
     project = serializers.IntegerField(required=False, allow_null=True)
+    # The guest's identity (a NoCloud seed); each checked by the Create operation.
+    keypairs = serializers.ListField(
+        child=serializers.IntegerField(), required=False, allow_null=True, max_length=100
+    )
+    user_data = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, trim_whitespace=False
+    )
+    hostname = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    password = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        trim_whitespace=False,
+        write_only=True,
+        style={"input_type": "password"},
+    )
 
 
 class InstanceRenameSerializer(serializers.Serializer):

@@ -124,6 +124,10 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             flavor=flavor,
             project=project,
             host=host,
+            keypairs=v.get("keypairs"),
+            user_data=v.get("user_data"),
+            hostname=v.get("hostname"),
+            password=v.get("password"),
         )
         return job_accepted(job, {"instance": job.target_id})
 

@@ -9,7 +9,9 @@ so that delete can finish the job.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import tempfile
 
 from django.db import IntegrityError, transaction
 
@@ -27,7 +29,8 @@ from hosts.selectors import GIB
 from images.models import Image
 from images.replicas import image_ensure_replica
 
-from .. import scheduler
+from .. import scheduler, seed
+from ..keypairs import keypairs_usable
 from ..models import Flavor, Instance, Volume
 from ..rules import (
     check_flavor_fits_image,
@@ -67,6 +70,10 @@ class Create(InstanceOperation):
         project: Project | None = None,
         host: Host | None = None,
         network: str | None = None,
+        keypairs: list[int] | None = None,
+        user_data: str | bytes | None = None,
+        hostname: str | None = None,
+        password: str | None = None,
     ) -> dict:
         if not access.can_view(user, project):
             raise InvalidInput({"project": ["Unknown project."]})
@@ -84,7 +91,58 @@ class Create(InstanceOperation):
         check_flavor_fits_image(flavor, image)
         if network is not None:
             validate_name(network, "network")
-        return {"network": network} if network else {}
+        params: dict = {"network": network} if network else {}
+        identity = self._identity(
+            user,
+            image,
+            name,
+            keypairs=keypairs,
+            user_data=user_data,
+            hostname=hostname,
+            password=password,
+        )
+        if identity is not None:
+            params["seed"] = identity
+        return params
+
+    @staticmethod
+    def _identity(user, image: Image, name: str, *, keypairs, user_data, hostname, password):
+        """What the guest's NoCloud seed will say, checked; None when it gets no seed.
+
+        The clear password stops here: the job carries only its SHA-512 crypt hash.
+        """
+        given = bool(keypairs) or bool(user_data) or bool(hostname) or bool(password)
+        # Images say whether they run cloud-init; before they could, a seed was made when
+        # the caller gave the guest something to be told.
+        runs_cloud_init = getattr(image, "cloud_init", None)
+        if runs_cloud_init is False:
+            if given:
+                field = next(
+                    f
+                    for f, v in (
+                        ("keypairs", keypairs),
+                        ("user_data", user_data),
+                        ("hostname", hostname),
+                        ("password", password),
+                    )
+                    if v
+                )
+                raise InvalidInput(
+                    {field: [f"Image {image.name} does not run cloud-init: nothing would read it."]}
+                )
+            return None
+        if runs_cloud_init is None and not given:
+            return None
+        keys = keypairs_usable(user, keypairs)
+        return {
+            "hostname": seed.validate_hostname(hostname)
+            if hostname
+            else seed.hostname_from_name(name),
+            "keypairs": [k.pk for k in keys],
+            "ssh_keys": [k.public_key for k in keys],
+            "user_data": seed.validate_user_data(user_data),
+            "password_hash": seed.validate_password(password),
+        }
 
     def start(self, *, user, target=None, **params) -> Job:
         """Check, place and record the instance with its job; the job's target is it."""
@@ -166,6 +224,24 @@ class Create(InstanceOperation):
         volume_ready(root, self._make_root_disk(uri, pool, disk_name, capacity, image, replica))
 
         disks = [domain_xml.DiskSpec(path=root.path, format="qcow2")]
+        if job.params.get("seed"):
+            ctx.check_cancelled()
+            ctx.progress(
+                50,
+                f"Writing the cloud-init seed to pool {pool}",
+                public="Writing the cloud-init seed",
+            )
+            seed_volume = self._make_seed(uri, pool, instance, job.params["seed"], made)
+            disks.append(
+                domain_xml.DiskSpec(
+                    path=seed_volume.path,
+                    format="raw",
+                    device="cdrom",
+                    target="sdb",  # sda is an ISO image's
+                    bus="sata",
+                    readonly=True,
+                )
+            )
         if image.disk_format == Image.Format.ISO:
             disks.append(
                 domain_xml.DiskSpec(
@@ -217,6 +293,42 @@ class Create(InstanceOperation):
             "network": network or "user",
             "notes": notes,
         }
+
+    @staticmethod
+    def _make_seed(uri: str, pool: str, instance: Instance, identity: dict, made: dict) -> Volume:
+        """Build the NoCloud seed, record its volume row, then create and fill the volume."""
+        image = instance.image
+        data = seed.build_seed_iso(
+            seed.seed_files(
+                instance_id=str(instance.uuid),
+                hostname=identity["hostname"],
+                ssh_keys=identity.get("ssh_keys") or [],
+                password_hash=identity.get("password_hash"),
+                default_user=getattr(image, "default_user", "") or None,
+                user_text=identity.get("user_data") or "",
+            )
+        )
+        name = f"{instance.domain_name}-seed.iso"
+        volume = volume_plan(
+            instance=instance,
+            pool=pool,
+            name=name,
+            role=Volume.Role.CDROM,
+            fmt="raw",
+            capacity=len(data),
+        )
+        made["volumes"].append(volume)
+        storage.create_volume(uri, pool, name, len(data), fmt="raw")
+        # The upload stream reads a file; the seed holds the password hash, so the file is
+        # private (mkstemp: mode 0600) and removed at once.
+        fd, path = tempfile.mkstemp(prefix="cloudpanel-seed-", suffix=".iso")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            uploaded = storage.upload_volume(uri, pool, name, path, sparse=False)
+        finally:
+            os.unlink(path)
+        return volume_ready(volume, uploaded.volume)
 
     @staticmethod
     def _make_root_disk(uri, pool, name, capacity, image: Image, replica):
