@@ -16,7 +16,7 @@ from cloudpanel.jobs.services import job_active_for
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
 from cloudpanel.projects.services import project_get_default
-from cloudpanel.virt import NotFound, VirtError, domains
+from cloudpanel.virt import AgentUnavailable, NotFound, VirtError, agent, domains
 from hosts.connection import connection_uri
 from hosts.models import Host
 from hosts.selectors import GIB
@@ -140,12 +140,22 @@ def instance_sync_state(*, instance: Instance, reason: str | None = None) -> Ins
     if details.macs and not instance.mac_address:
         instance.mac_address = details.macs[0]
         fields.append("mac_address")
-    ips = domains.interface_addresses(uri, instance.domain_name) if details.active else []
+    ips = _guest_addresses(uri, instance.domain_name) if details.active else []
     if ips != instance.ip_addresses:
         instance.ip_addresses = ips
         fields.append("ip_addresses")
     instance.save(update_fields=fields)
     return instance
+
+
+def _guest_addresses(uri: str, domain_name: str) -> list[str]:
+    """The guest's addresses from its agent; the host's DHCP leases when no agent answers
+    (or it reports none: an interface still coming up)."""
+    try:
+        ips = agent.agent_addresses(uri, domain_name, timeout=agent.PING_TIMEOUT)
+    except (AgentUnavailable, NotFound):
+        ips = []
+    return ips or domains.interface_addresses(uri, domain_name)
 
 
 # Adoption of domains the panel did not create

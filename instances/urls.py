@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:pk>/", views.instance_detail, name="detail"),
     path("<int:pk>/action/<str:action>/", views.instance_action, name="action"),
     path("<int:pk>/resize/", views.instance_resize, name="resize"),
+    path("<int:pk>/password/", views.instance_password, name="password"),
     path("<int:pk>/delete/", views.instance_delete, name="delete"),
     path("<int:pk>/forget/", views.instance_forget, name="forget"),
     path("<int:pk>/snapshots/", views.snapshot_create, name="snapshot-create"),

@@ -14,7 +14,7 @@ from cloudpanel.pages import attempt
 from cloudpanel.projects import access
 from hosts.models import Host
 
-from . import operations, selectors, services
+from . import guest, operations, selectors, services
 from .forms import FlavorForm, InstanceCreateForm, ResizeForm, ShutdownForm, SnapshotForm
 from .models import Flavor, Instance, Snapshot
 
@@ -69,6 +69,8 @@ def instance_detail(request, pk: int):
             "can_act": access.can_act(request.user, instance.project),
             "resize_form": ResizeForm(),
             "snapshot_form": SnapshotForm(),
+            # Bounded agent calls; a guest without agent reads as 'unavailable', not an error.
+            "guest": guest.instance_guest_info(user=request.user, instance=instance),
             # Only the power actions the instance's state allows (the operations' own rule).
             "actions": [a for a, op in operations.POWER.items() if op.offered_for(instance)],
         },
@@ -94,6 +96,24 @@ def instance_action(request, pk: int, action: str):
         user=request.user,
         target=instance,
         **params,
+    )
+    return redirect("instances:detail", pk)
+
+
+@login_required
+@require_POST
+def instance_password(request, pk: int):
+    """Set a guest user's password through the guest agent (never stored, never logged)."""
+    instance = _instance(request, pk)
+    username = request.POST.get("user", "")
+    attempt(
+        request,
+        guest.instance_set_password,
+        f"Password of {username.strip()} set in the guest.",
+        user=request.user,
+        instance=instance,
+        username=username,
+        password=request.POST.get("password", ""),
     )
     return redirect("instances:detail", pk)
 
@@ -157,6 +177,7 @@ def snapshot_create(request, pk: int):
             target=instance,
             name=form.cleaned_data["name"],
             description=form.cleaned_data.get("description", ""),
+            quiesce=request.POST.get("quiesce") == "on",
         )
     else:
         messages.error(request, "A snapshot needs a name.")

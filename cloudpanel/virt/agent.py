@@ -159,11 +159,11 @@ def _reachable(address: str) -> bool:
     return not (ip.is_loopback or (ip.version == 6 and ip.is_link_local))
 
 
-def guest_interfaces(uri: str, name: str) -> list[GuestInterface]:
+def guest_interfaces(uri: str, name: str, timeout: int = AGENT_TIMEOUT) -> list[GuestInterface]:
     """The guest's interfaces and their addresses as its agent reports them (no loopback)."""
 
     def op(dom: libvirt.virDomain) -> list[GuestInterface]:
-        _bound(dom, AGENT_TIMEOUT)
+        _bound(dom, timeout)
         ifaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
         result = []
         for ifname, iface in sorted((ifaces or {}).items()):
@@ -179,9 +179,10 @@ def guest_interfaces(uri: str, name: str) -> list[GuestInterface]:
     return _agent_call(uri, name, op)
 
 
-def agent_addresses(uri: str, name: str) -> list[str]:
+def agent_addresses(uri: str, name: str, timeout: int = AGENT_TIMEOUT) -> list[str]:
     """The guest's own IP addresses (no prefix, no loopback), from its agent."""
-    return [a.split("/", 1)[0] for iface in guest_interfaces(uri, name) for a in iface.addresses]
+    interfaces = guest_interfaces(uri, name, timeout)
+    return [a.split("/", 1)[0] for iface in interfaces for a in iface.addresses]
 
 
 def set_user_password(uri: str, name: str, user: str, password: str) -> None:

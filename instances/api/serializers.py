@@ -148,6 +148,9 @@ class SnapshotSerializer(serializers.ModelSerializer):
 class SnapshotCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255)
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    quiesce = serializers.BooleanField(
+        default=False, help_text="Freeze the guest's filesystems (needs its guest agent)"
+    )
 
 
 class AdoptSerializer(serializers.Serializer):

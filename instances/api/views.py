@@ -15,10 +15,11 @@ from cloudpanel.projects.models import Project
 from hosts.models import Host
 from images.models import Image
 
-from .. import operations, selectors, services
+from .. import guest, operations, selectors, services
 from ..filters import InstanceFilter
 from ..models import Flavor, Snapshot
 from ..rules import image_visible
+from .guest import GuestInfoSerializer, SetPasswordSerializer
 from .serializers import (
     AdoptSerializer,
     FlavorSerializer,
@@ -218,6 +219,35 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         )
         return job_accepted(job)
 
+    @extend_schema(request=None, responses=GuestInfoSerializer)
+    @action(detail=True, methods=["get"])
+    def guest(self, request, pk=None):
+        """What the guest agent reports: OS, hostname, filesystems, addresses (viewers).
+
+        A guest without an answering agent is a 200 with agent "unavailable" and the reason.
+        """
+        view = guest.instance_guest_info(user=request.user, instance=self.get_object())
+        return Response(GuestInfoSerializer(view.as_dict()).data)
+
+    @extend_schema(request=SetPasswordSerializer, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def password(self, request, pk=None):
+        """Set a guest user's password through the guest agent, at once (members).
+
+        409 when no guest agent answers; the password is neither stored nor logged.
+        """
+        instance = self.get_object()
+        data = SetPasswordSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        call_service(
+            guest.instance_set_password,
+            user=request.user,
+            instance=instance,
+            username=data.validated_data["user"],
+            password=data.validated_data["password"],
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(methods=["get"], request=None, responses=SnapshotSerializer(many=True))
     @extend_schema(
         methods=["post"], request=SnapshotCreateSerializer, responses={202: JobSerializer}
@@ -235,6 +265,7 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             target=instance,
             name=data.validated_data["name"],
             description=data.validated_data.get("description", ""),
+            quiesce=data.validated_data["quiesce"],
         )
         return job_accepted(job)
 

@@ -10,7 +10,7 @@ from cloudpanel.errors import InvalidInput
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobContext, JobFailed
-from cloudpanel.virt import domains
+from cloudpanel.virt import AgentUnavailable, agent, domains
 
 from ..models import Instance
 from ..rules import require_act, require_host_online
@@ -18,6 +18,7 @@ from .base import InstanceOperation, uri_of, wait_for
 
 START_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 120.0
+AGENT_SHUTDOWN_WAIT = 60.0  # after ACPI was ignored, how long the agent's shutdown may take
 MAX_FORCE_AFTER = 3600
 
 
@@ -106,6 +107,9 @@ class Shutdown(PowerOperation):
         domains.shutdown_domain(uri, instance.domain_name)
         if wait_for(ctx, uri, instance.domain_name, {"shutoff"}, timeout):
             return {"state": "shutoff", "forced": False}
+        # The guest ignored the power button: ask its agent once before giving up or forcing.
+        if self._agent_shutdown(ctx, uri, instance, timeout):
+            return {"state": "shutoff", "forced": False, "agent": True}
         if force_after is None:
             raise JobFailed(
                 f"The guest did not shut down within {timeout:g} s; stop it to power it off",
@@ -116,6 +120,19 @@ class Shutdown(PowerOperation):
         if not wait_for(ctx, uri, instance.domain_name, {"shutoff"}, 30):
             raise JobFailed("The domain did not power off", public=True)
         return {"state": "shutoff", "forced": True}
+
+    @staticmethod
+    def _agent_shutdown(ctx: JobContext, uri: str, instance: Instance, timeout: float) -> bool:
+        """Shut down through the guest agent; False when none answers or it did not help."""
+        try:
+            agent.agent_shutdown(uri, instance.domain_name)
+        except AgentUnavailable as exc:
+            ctx.log(f"No shutdown through the guest agent: {exc}", public=True)
+            return False
+        ctx.progress(50, "No ACPI shutdown: asked the guest agent to shut down", public=True)
+        return wait_for(
+            ctx, uri, instance.domain_name, {"shutoff"}, min(timeout, AGENT_SHUTDOWN_WAIT)
+        )
 
 
 class Stop(SimplePower):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from cloudpanel.errors import Conflict, InvalidInput
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import register
-from cloudpanel.jobs.services import JobContext
-from cloudpanel.virt import NotFound, domains
+from cloudpanel.jobs.services import JobContext, JobFailed
+from cloudpanel.virt import AgentUnavailable, NotFound, agent, domains
+from hosts.connection import connection_uri
 
 from ..models import Instance, Snapshot
 from ..rules import GONE, require_act, require_host_online, validate_name
@@ -16,10 +17,29 @@ from .base import InstanceOperation, uri_of
 _UNSNAPPABLE = (*GONE, Instance.State.BUILDING, Instance.State.ERROR)
 
 
+def _require_agent_for_quiesce(instance: Instance) -> None:
+    """A quiesced snapshot of a running guest needs its agent: refuse now if none answers.
+
+    (A shut-off guest's disks are at rest already; its snapshot needs no freeze.)
+    """
+    uri = connection_uri(instance.host)
+    if domains.domain_state(uri, instance.domain_name) != "running":
+        return
+    try:
+        agent.agent_ping(uri, instance.domain_name)
+    except AgentUnavailable as exc:
+        raise Conflict(
+            f"Instance {instance.name} cannot take a quiesced snapshot: {exc} "
+            "Take it without quiescing, or start the guest agent in the guest."
+        ) from exc
+
+
 class TakeSnapshot(InstanceOperation):
     kind = "instance.snapshot_create"
 
-    def check(self, *, user, target: Instance, name: str, description: str = "") -> dict:
+    def check(
+        self, *, user, target: Instance, name: str, description: str = "", quiesce: bool = False
+    ) -> dict:
         require_act(user, target)
         name = validate_name(name)
         description = (description or "").strip()
@@ -30,15 +50,27 @@ class TakeSnapshot(InstanceOperation):
         if target.state in _UNSNAPPABLE and target.current_job_id is None:
             raise Conflict(f"Instance {target.name} is {target.state}; no snapshot possible.")
         require_host_online(target, user)
-        return {"name": name, "description": description}
+        if quiesce:
+            _require_agent_for_quiesce(target)
+        return {"name": name, "description": description, "quiesce": bool(quiesce)}
 
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
         uri = uri_of(instance)
         name = job.params["name"]
-        ctx.progress(20, f"Taking snapshot {name}", public=True)
-        details = domains.snapshot_create(
-            uri, instance.domain_name, name, job.params.get("description", "")
-        )
+        quiesce = bool(job.params.get("quiesce"))
+        if quiesce:
+            ctx.progress(
+                20, f"Taking snapshot {name} with the guest's filesystems frozen", public=True
+            )
+        else:
+            ctx.progress(20, f"Taking snapshot {name}", public=True)
+        try:
+            details = domains.snapshot_create(
+                uri, instance.domain_name, name, job.params.get("description", ""), quiesce=quiesce
+            )
+        except AgentUnavailable as exc:
+            # The agent went away between the check and now.
+            raise JobFailed(f"No quiesced snapshot: {exc}", public=True) from exc
         snap = Snapshot.objects.create(
             instance=instance,
             name=details.name,
@@ -68,6 +100,14 @@ class RevertSnapshot(_OnSnapshot):
         name = job.params["name"]
         ctx.progress(20, f"Reverting to snapshot {name}", public=True)
         domains.snapshot_revert(uri, instance.domain_name, name)
+        # A quiesced snapshot of a running guest holds its memory with the filesystems
+        # frozen: thaw them (a no-op for any other snapshot, and for guests without agent).
+        if domains.domain_state(uri, instance.domain_name) == "running":
+            try:
+                if agent.fs_thaw(uri, instance.domain_name):
+                    ctx.log("Thawed the guest's filesystems frozen in the snapshot", public=True)
+            except AgentUnavailable:
+                pass
         return {"snapshot": job.params.get("snapshot"), "name": name}
 
 
