@@ -13,7 +13,7 @@ ifeq ($(CI),true)
 export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 endif
 
-.PHONY: run dev test bench lab lab-stop lint fmt system-run system-test services services-test setup clean
+.PHONY: run dev test bench lab lab-stop lint fmt guest-image system-run system-test services services-test setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,9 +46,16 @@ run: system-run $(STAMP) services
 dev: export DEBUG = true
 dev: run
 
+# A Debian 12 cloud image (cloud-init, sshd, qemu-guest-agent) built from this machine's apt
+# sources, cached in /var/cache/cloudpanel/guest-images (a few minutes once, then instant);
+# prints its path. The real-OS tests boot it; README "Images" says how to import it.
+guest-image:
+	scripts/install-system.sh image
+	scripts/build-guest-image.sh
+
 # Tests use their own Redis database, so a running `make run` worker never takes their jobs.
 test: export REDIS_URL ?= redis://127.0.0.1:6379/15
-test: system-test $(STAMP) services-test
+test: system-test $(STAMP) services-test guest-image
 	$(BIN)/ruff check .
 	$(LINT_IMPORTS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages cloudpanel needs, only those that are missing.
 #   scripts/install-system.sh run    -> Redis, libvirt + QEMU, build headers for libvirt-python
-#   scripts/install-system.sh test   -> the same plus Chromium for browser tests
+#   scripts/install-system.sh test   -> the same plus Chromium for browser tests and the
+#                                       guest image's build tools
+#   scripts/install-system.sh image  -> only what scripts/build-guest-image.sh needs
 set -euo pipefail
 
+# What scripts/build-guest-image.sh (make guest-image) builds the Debian guest image with.
+image_tools=(mmdebstrap syslinux syslinux-common mtools dosfstools fdisk e2fsprogs qemu-utils
+             util-linux)
 packages=(redis-server libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
           qemu-system-x86 qemu-utils libvirt-dev pkg-config python3-venv python3-dev dnsmasq-base
           iptables util-linux procps passwd)
 # The tests run the capacity lock's test on PostgreSQL at 127.0.0.1:5432 (as in CI, where the
 # server is already there): install it only where nothing answers on that port.
 postgres_answers() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
-if [[ "${1:-run}" == "test" ]]; then
-    packages+=(chromium)
+if [[ "${1:-run}" == "image" ]]; then
+    packages=("${image_tools[@]}")
+elif [[ "${1:-run}" == "test" ]]; then
+    packages+=(chromium "${image_tools[@]}")
     postgres_answers || packages+=(postgresql)
 fi
 
