@@ -17,5 +17,7 @@ urlpatterns = [
     path("<int:pk>/snapshots/<int:sid>/revert/", views.snapshot_revert, name="snapshot-revert"),
     path("<int:pk>/snapshots/<int:sid>/delete/", views.snapshot_delete, name="snapshot-delete"),
     path("flavors/", views.flavor_list, name="flavors"),
+    path("keypairs/", views.keypair_list, name="keypairs"),
+    path("keypairs/<int:pk>/delete/", views.keypair_delete, name="keypair-delete"),
     path("flavors/<int:pk>/delete/", views.flavor_delete, name="flavor-delete"),
 ]

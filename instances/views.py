@@ -14,8 +14,15 @@ from cloudpanel.pages import attempt
 from cloudpanel.projects import access
 from hosts.models import Host
 
-from . import guest, operations, selectors, services
-from .forms import FlavorForm, InstanceCreateForm, ResizeForm, ShutdownForm, SnapshotForm
+from . import guest, keypairs, operations, selectors, services
+from .forms import (
+    FlavorForm,
+    InstanceCreateForm,
+    KeyPairForm,
+    ResizeForm,
+    ShutdownForm,
+    SnapshotForm,
+)
 from .models import Flavor, Instance, Snapshot
 
 
@@ -45,6 +52,10 @@ def instance_create(request):
                 flavor=data["flavor"],
                 project=data.get("project"),
                 host=data.get("host"),
+                keypairs=[k.pk for k in data.get("keypairs") or []],
+                user_data=data.get("user_data"),
+                hostname=data.get("hostname"),
+                password=data.get("password"),
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
@@ -257,3 +268,37 @@ def instance_adopt(request):
     host.unmanaged_domains = [d for d in host.unmanaged_domains if d.get("name") != domain]
     host.save(update_fields=["unmanaged_domains"])
     return redirect("instances:detail", pk=instance.pk)
+
+
+@login_required
+def keypair_list(request):
+    """The user's SSH key pairs (admins: everyone's), and a form to import one."""
+    form = KeyPairForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            keypair = keypairs.keypair_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Key pair {keypair.name} imported ({keypair.fingerprint}).")
+            return redirect("instances:keypairs")
+    context = {
+        "keypairs": keypairs.keypairs_for(request.user),
+        "form": form,
+        "show_owner": access.is_admin(request.user),
+    }
+    return render(request, "instances/keypairs.html", context)
+
+
+@login_required
+@require_POST
+def keypair_delete(request, pk: int):
+    keypair = get_object_or_404(keypairs.keypairs_for(request.user), pk=pk)
+    attempt(
+        request,
+        keypairs.keypair_delete,
+        f"Key pair {keypair.name} deleted.",
+        user=request.user,
+        keypair=keypair,
+    )
+    return redirect("instances:keypairs")
