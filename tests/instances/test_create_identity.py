@@ -10,10 +10,13 @@ import subprocess
 import pytest
 from rest_framework.test import APIClient
 
+from cloudpanel.errors import InvalidInput
 from cloudpanel.jobs.models import Job
 from hosts.models import Host
+from images.models import Image
 from instances.keypairs import keypair_create
 from instances.models import Instance
+from instances.operations.create import Create
 
 from .conftest import make_image
 
@@ -31,9 +34,14 @@ def host(test_host):
     return test_host
 
 
+def cloud_init_image_fields() -> dict:
+    """An image that runs cloud-init, once images say so (Image.cloud_init)."""
+    return {"cloud_init": True} if hasattr(Image, "cloud_init") else {}
+
+
 @pytest.fixture
 def image(default_project, settings):
-    return make_image(default_project, settings)
+    return make_image(default_project, settings, **cloud_init_image_fields())
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +174,24 @@ def test_only_the_callers_own_keypairs(
         format="json",
     )
     assert resp.status_code == 202, resp.content
+
+
+def test_an_image_without_cloud_init_refuses_identity_and_gets_no_seed(admin_user):
+    image = Image(name="plain-os")
+    image.cloud_init = False
+    with pytest.raises(InvalidInput) as exc:
+        Create._identity(
+            admin_user, image, "vm1", keypairs=None, user_data=None, hostname="h", password=None
+        )
+    assert "does not run cloud-init" in exc.value.message_dict["hostname"][0]
+    no_input = {"keypairs": None, "user_data": None, "hostname": None, "password": None}
+    assert Create._identity(admin_user, image, "vm1", **no_input) is None
+
+
+def test_an_image_with_cloud_init_always_gets_a_seed(admin_user):
+    image = Image(name="cloud-os")
+    image.cloud_init = True
+    no_input = {"keypairs": None, "user_data": None, "hostname": None, "password": None}
+    identity = Create._identity(admin_user, image, "Vm_1", **no_input)
+    assert identity["hostname"] == "vm-1" and identity["ssh_keys"] == []
+    assert identity["password_hash"] is None

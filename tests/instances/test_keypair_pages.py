@@ -12,6 +12,7 @@ from instances.keypairs import keypair_create
 from instances.models import Instance, KeyPair
 
 from .conftest import make_image
+from .test_create_identity import cloud_init_image_fields
 
 pytestmark = pytest.mark.django_db
 GIB = 1024**3
@@ -61,7 +62,7 @@ def test_create_page_passes_the_identity_with_the_password_hashed(
 ):
     test_host.storage_pools = [{"name": "default", "active": True, "capacity_bytes": 100 * GIB}]
     test_host.save()
-    image = make_image(default_project, settings)
+    image = make_image(default_project, settings, **cloud_init_image_fields())
     key = keypair_create(user=admin_user, name="k", public_key=public_key)
     admin = client_for(admin_user)
     page = admin.get("/instances/new/").content.decode()

@@ -16,9 +16,15 @@ from instances.models import Instance, Volume
 from instances.seed import read_seed_iso
 from lab import virsh
 
-from .conftest import domain_names, pool_volumes, run, run_ok, uri_of
+from .conftest import domain_names, make_image, pool_volumes, run, run_ok, uri_of
+from .test_create_identity import cloud_init_image_fields
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.django_db]
+
+
+@pytest.fixture
+def seeded_image(default_project, settings):
+    return make_image(default_project, settings, **cloud_init_image_fields())
 
 
 @pytest.fixture
@@ -35,7 +41,7 @@ def seed_in_pool(host, name: str, tmp_path) -> tuple[str, dict[str, str]]:
 
 
 def test_create_with_identity_attaches_a_seed_and_delete_removes_it(
-    lab_hosts, admin_user, qcow2_image, tiny_flavor, public_key, tmp_path
+    lab_hosts, admin_user, seeded_image, tiny_flavor, public_key, tmp_path
 ):
     host = lab_hosts[1]
     key = keypair_create(user=admin_user, name="laptop", public_key=public_key)
@@ -43,7 +49,7 @@ def test_create_with_identity_attaches_a_seed_and_delete_removes_it(
         operations.CREATE.start(
             user=admin_user,
             name="seeded",
-            image=qcow2_image,
+            image=seeded_image,
             flavor=tiny_flavor,
             host=host,
             keypairs=[key.pk],
@@ -87,7 +93,12 @@ def test_create_with_identity_attaches_a_seed_and_delete_removes_it(
     assert not Volume.objects.filter(name=seed_row.name).exists()
 
 
-def test_without_identity_there_is_no_seed(lab_hosts, admin_user, qcow2_image, tiny_flavor):
+def test_without_identity_there_is_no_seed(
+    lab_hosts, admin_user, default_project, settings, tiny_flavor
+):
+    # An image that does not run cloud-init (once images can say so): nothing to tell it.
+    fields = {"cloud_init": False} if "cloud_init" in cloud_init_image_fields() else {}
+    qcow2_image = make_image(default_project, settings, name="no-ci", **fields)
     host = lab_hosts[1]
     job = run_ok(
         operations.CREATE.start(
@@ -100,7 +111,7 @@ def test_without_identity_there_is_no_seed(lab_hosts, admin_user, qcow2_image, t
     run_ok(operations.DELETE.start(user=admin_user, target=instance))
 
 
-def test_a_failed_create_rolls_the_seed_back(lab_hosts, admin_user, qcow2_image, tiny_flavor):
+def test_a_failed_create_rolls_the_seed_back(lab_hosts, admin_user, seeded_image, tiny_flavor):
     host = lab_hosts[1]
     # A network the host does not have: the domain is defined with the seed, then fails to
     # start, and everything made is removed.
@@ -108,7 +119,7 @@ def test_a_failed_create_rolls_the_seed_back(lab_hosts, admin_user, qcow2_image,
         operations.CREATE.start(
             user=admin_user,
             name="doomed",
-            image=qcow2_image,
+            image=seeded_image,
             flavor=tiny_flavor,
             host=host,
             network="no-such-network",
