@@ -153,7 +153,10 @@ def _guest_addresses(uri: str, domain_name: str) -> list[str]:
     (or it reports none: an interface still coming up)."""
     try:
         ips = agent.agent_addresses(uri, domain_name, timeout=agent.PING_TIMEOUT)
-    except (AgentUnavailable, NotFound):
+    except AgentUnavailable:
+        ips = []
+    except VirtError as exc:  # an agent answering oddly must not stop the state refresh
+        log.info("agent addresses of %s: %s", domain_name, exc)
         ips = []
     return ips or domains.interface_addresses(uri, domain_name)
 
