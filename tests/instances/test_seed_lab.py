@@ -131,3 +131,30 @@ def test_a_failed_create_rolls_the_seed_back(lab_hosts, admin_user, seeded_image
     assert "everything created was removed" in instance.state_reason
     assert f"{instance.domain_name}-seed.iso" not in pool_volumes(host)
     assert not instance.volumes.exists()
+
+
+def test_an_iso_image_and_the_seed_are_two_cdroms(
+    lab_hosts, admin_user, default_project, settings, tiny_flavor
+):
+    host = lab_hosts[1]
+    iso = make_image(
+        default_project, settings, name="installer", fmt="iso", **cloud_init_image_fields()
+    )
+    job = run_ok(
+        operations.CREATE.start(
+            user=admin_user, name="iso-vm", image=iso, flavor=tiny_flavor, host=host, hostname="i"
+        )
+    )
+    instance = Instance.objects.get(pk=job.target_id)
+    dom = ET.fromstring(virsh(uri_of(host), "dumpxml", instance.domain_name).stdout)
+    cdroms = {
+        d.find("target").get("dev"): d.find("source").get("file")
+        for d in dom.findall("devices/disk")
+        if d.get("device") == "cdrom"
+    }
+    seed_row = instance.volumes.get(role=Volume.Role.CDROM)
+    assert cdroms["sdb"] == seed_row.path
+    assert set(cdroms) == {"sda", "sdb"}
+    instance.refresh_from_db()
+    run_ok(operations.DELETE.start(user=admin_user, target=instance))
+    assert seed_row.name not in pool_volumes(host)
