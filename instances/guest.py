@@ -73,6 +73,8 @@ def instance_guest_info(*, user, instance: Instance) -> GuestView:
         return _unavailable("The instance's host is unreachable right now.")
     try:
         uri = connection_uri(host)
+        # A ping first: an agent that hangs costs its short timeout, not the longer one.
+        agent.agent_ping(uri, instance.domain_name)
         info = agent.guest_info(uri, instance.domain_name)
         interfaces = agent.guest_interfaces(uri, instance.domain_name)
     except AgentUnavailable as exc:

@@ -9,6 +9,7 @@ can read; anything else the host says stays the pool's usual VirtError.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 from collections.abc import Callable
@@ -92,6 +93,39 @@ def agent_ping(uri: str, name: str, timeout: int = PING_TIMEOUT) -> None:
         libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": "guest-ping"}), timeout, 0)
 
     _agent_call(uri, name, op)
+
+
+def agent_command(
+    uri: str, name: str, execute: str, arguments: dict | None = None, timeout: int = AGENT_TIMEOUT
+) -> object:
+    """Run one guest agent command (QMP-style: guest-exec, guest-file-read...) and return
+    its "return" value. For tests and tools; the panel's own features have functions here."""
+    command: dict = {"execute": execute}
+    if arguments:
+        command["arguments"] = arguments
+
+    def op(dom: libvirt.virDomain) -> object:
+        answer = libvirt_qemu.qemuAgentCommand(dom, json.dumps(command), timeout, 0)
+        return json.loads(answer).get("return") if answer else None
+
+    return _agent_call(uri, name, op)
+
+
+def guest_read_file(uri: str, name: str, path: str, limit: int = 1024 * 1024) -> bytes:
+    """The first `limit` bytes of a file inside the guest, through the agent."""
+    handle = agent_command(uri, name, "guest-file-open", {"path": path, "mode": "r"})
+    data = b""
+    try:
+        while len(data) < limit:
+            chunk = agent_command(
+                uri, name, "guest-file-read", {"handle": handle, "count": min(65536, limit)}
+            )
+            data += base64.b64decode(chunk.get("buf-b64", ""))
+            if chunk.get("eof") or not chunk.get("count"):
+                break
+    finally:
+        agent_command(uri, name, "guest-file-close", {"handle": handle})
+    return data[:limit]
 
 
 def agent_answers(uri: str, name: str, timeout: int = PING_TIMEOUT) -> bool:
@@ -233,12 +267,14 @@ __all__ = [
     "PING_TIMEOUT",
     "agent_addresses",
     "agent_answers",
+    "agent_command",
     "agent_ping",
     "agent_shutdown",
     "fs_freeze",
     "fs_thaw",
     "guest_info",
     "guest_interfaces",
+    "guest_read_file",
     "parse_guest_info",
     "set_user_password",
 ]

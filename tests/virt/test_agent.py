@@ -120,3 +120,10 @@ def test_parse_guest_info_reads_libvirts_typed_parameters():
         GuestFilesystem("/boot/efi", "vda15", "vfat", None, None),
     ]
     assert agent.parse_guest_info({}).filesystems == []
+
+
+def test_raw_agent_commands_map_the_same_way(domain):
+    with pytest.raises(AgentUnavailable, match="host does not support"):
+        agent.agent_command(TEST_URI, domain, "guest-info")
+    with pytest.raises(AgentUnavailable, match="host does not support"):
+        agent.guest_read_file(TEST_URI, domain, "/etc/hostname")
