@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import libvirt
 
 from . import agent, domain_xml
-from .errors import NotFound, OperationInvalid
+from .errors import NotFound, OperationInvalid, VirtError
 from .hosts import DOMAIN_STATES
 from .pool import get_pool
 
@@ -291,9 +291,15 @@ def snapshot_create(
         return get_pool().call(uri, op)
     agent.fs_freeze(uri, name)
     try:
-        return get_pool().call(uri, op)
-    finally:
-        agent.fs_thaw(uri, name)
+        details = get_pool().call(uri, op)
+    except BaseException:
+        try:
+            agent.fs_thaw(uri, name)
+        except VirtError:
+            pass  # the snapshot's own error is the one to report
+        raise
+    agent.fs_thaw(uri, name)  # a guest left frozen must not pass unnoticed
+    return details
 
 
 def snapshot_revert(uri: str, name: str, snapshot: str) -> None:
