@@ -133,6 +133,11 @@ class Create(InstanceOperation):
             return None
         if runs_cloud_init is None and not given:
             return None
+        if password and getattr(image, "default_user", None) == "":
+            # Images that name their default user: without one there is nobody to set it for.
+            raise InvalidInput(
+                {"password": [f"Image {image.name} names no default user to set a password for."]}
+            )
         keys = keypairs_usable(user, keypairs)
         return {
             "hostname": seed.validate_hostname(hostname)

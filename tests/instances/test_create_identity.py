@@ -195,3 +195,18 @@ def test_an_image_with_cloud_init_always_gets_a_seed(admin_user):
     identity = Create._identity(admin_user, image, "Vm_1", **no_input)
     assert identity["hostname"] == "vm-1" and identity["ssh_keys"] == []
     assert identity["password_hash"] is None
+
+
+def test_a_password_needs_an_image_with_a_default_user(admin_user):
+    image = Image(name="anon-os")
+    image.cloud_init, image.default_user = True, ""
+    with pytest.raises(InvalidInput) as exc:
+        Create._identity(
+            admin_user, image, "vm1", keypairs=None, user_data=None, hostname=None, password="pw"
+        )
+    assert "no default user" in exc.value.message_dict["password"][0]
+    image.default_user = "debian"
+    identity = Create._identity(
+        admin_user, image, "vm1", keypairs=None, user_data=None, hostname=None, password="pw"
+    )
+    assert identity["password_hash"].startswith("$6$")
