@@ -85,6 +85,8 @@ PUBLIC_JOB_KEYS = frozenset(
         "snapshot",
         "state",
         "forced",
+        "quiesce",
+        "agent",
         "from",
         "to",
         "disk_grown",

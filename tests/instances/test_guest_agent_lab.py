@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
+from cloudpanel.projects import access
 from cloudpanel.projects.models import Membership
 from cloudpanel.virt import AgentUnavailable, agent
 from instances import guest, operations, services
@@ -218,3 +219,13 @@ def test_shutdown_tries_the_agent_before_forcing(tenant_vm, member_user):
     assert job.result["forced"] is True
     tenant_vm.refresh_from_db()
     assert tenant_vm.state == "shutoff"
+
+
+def test_tenant_sees_the_quiesce_flag_of_their_snapshot_job(tenant_vm, member_user):
+    tenant_vm.refresh_from_db()
+    run_ok(operations.POWER["stop"].start(user=member_user, target=tenant_vm))
+    tenant_vm.refresh_from_db()
+    job = run_ok(
+        operations.TAKE_SNAPSHOT.start(user=member_user, target=tenant_vm, name="q3", quiesce=True)
+    )
+    assert access.job_params_for(member_user, job)["quiesce"] is True
