@@ -84,6 +84,12 @@ def instance_guest_info(*, user, instance: Instance) -> GuestView:
     except VirtError as exc:
         log.info("guest info of %s: %s", instance, exc)
         return _unavailable(_host_problem(user, instance, exc))
+    addresses = [a.split("/", 1)[0] for i in interfaces for a in i.addresses]
+    if addresses and addresses != instance.ip_addresses:
+        # The agent's view is the freshest: the instance's addresses follow it (as a state
+        # refresh would), without waiting for the next job.
+        Instance.objects.filter(pk=instance.pk).update(ip_addresses=addresses)
+        instance.ip_addresses = addresses
     return GuestView(
         agent=ANSWERS,
         os_name=info.os_name,
@@ -93,7 +99,7 @@ def instance_guest_info(*, user, instance: Instance) -> GuestView:
         timezone=info.timezone,
         filesystems=[asdict(fs) for fs in info.filesystems],
         interfaces=[asdict(iface) for iface in interfaces],
-        ip_addresses=[a.split("/", 1)[0] for i in interfaces for a in i.addresses],
+        ip_addresses=addresses,
     )
 
 

@@ -229,3 +229,14 @@ def test_tenant_sees_the_quiesce_flag_of_their_snapshot_job(tenant_vm, member_us
         operations.TAKE_SNAPSHOT.start(user=member_user, target=tenant_vm, name="q3", quiesce=True)
     )
     assert access.job_params_for(member_user, job)["quiesce"] is True
+
+
+def test_quiesce_box_on_the_page_without_agent_shows_the_refusal(tenant_vm, member_user):
+    pages = Client()
+    pages.force_login(member_user)
+    response = pages.post(
+        f"/instances/{tenant_vm.pk}/snapshots/", {"name": "q4", "quiesce": "on"}, follow=True
+    )
+    assert response.status_code == 200
+    assert b"cannot take a quiesced snapshot" in response.content
+    assert not tenant_vm.snapshots.exists()
