@@ -22,7 +22,18 @@ from .replicas import replica_volumes_delete
 from .selectors import image_manageable_by, project_list_for_upload
 from .store import image_path
 
-_UPDATABLE = {"name", "os_type", "min_disk_gib", "min_ram_mib", "visibility", "project"}
+_UPDATABLE = {
+    "name",
+    "os_type",
+    "min_disk_gib",
+    "min_ram_mib",
+    "cloud_init",
+    "default_user",
+    "firmware",
+    "disk_bus",
+    "visibility",
+    "project",
+}
 
 
 def _resolve_project(user, project: Project | None) -> Project:
@@ -46,6 +57,10 @@ def new_image(
     os_type: str | None,
     min_disk_gib: int | None,
     min_ram_mib: int | None,
+    cloud_init: bool | None = None,
+    default_user: str | None = None,
+    firmware: str | None = None,
+    disk_bus: str | None = None,
     source_url: str = "",
 ) -> Image:
     """An unsaved, validated Image after the permission checks (intake saves it)."""
@@ -66,6 +81,10 @@ def new_image(
         os_type=os_type if os_type is not None else "linux",
         min_disk_gib=min_disk_gib or 0,
         min_ram_mib=min_ram_mib or 0,
+        cloud_init=bool(cloud_init),
+        default_user=default_user or "",
+        firmware=firmware or Image.Firmware.BIOS,
+        disk_bus=disk_bus or Image.DiskBus.VIRTIO,
         owner=user,
         source_url=source_url,
     )

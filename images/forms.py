@@ -4,7 +4,7 @@ from cloudpanel.projects.access import is_admin
 from hosts.models import Host
 
 from .fetch import MAX_URL_LENGTH, RefusedURL, parse_url
-from .models import Image
+from .models import Image, default_user_validator
 from .selectors import project_list_for_upload
 
 
@@ -12,9 +12,35 @@ class _ImageMetaForm(forms.Form):
     id_prefix = "image"
     name = forms.CharField(max_length=63)
     disk_format = forms.ChoiceField(label="Format", choices=Image.Format.choices)
-    os_type = forms.CharField(label="OS type", max_length=32, required=False, initial="linux")
+    # The choice fields are optional so a post without them (a script) gets the defaults; the
+    # page's selects always send one.
+    os_type = forms.ChoiceField(
+        label="OS family",
+        choices=Image.OSFamily.choices,
+        initial=Image.OSFamily.LINUX,
+        required=False,
+    )
     min_disk_gib = forms.IntegerField(label="Min. disk (GiB)", min_value=0, required=False)
     min_ram_mib = forms.IntegerField(label="Min. RAM (MiB)", min_value=0, required=False)
+    cloud_init = forms.BooleanField(
+        label="Runs cloud-init", required=False, help_text="Instances get a NoCloud seed."
+    )
+    default_user = forms.CharField(
+        label="Default user",
+        max_length=32,
+        required=False,
+        validators=[default_user_validator],
+        help_text="Gets the instance's keys and password, e.g. debian.",
+    )
+    firmware = forms.ChoiceField(
+        choices=Image.Firmware.choices, initial=Image.Firmware.BIOS, required=False
+    )
+    disk_bus = forms.ChoiceField(
+        label="Disk bus",
+        choices=Image.DiskBus.choices,
+        initial=Image.DiskBus.VIRTIO,
+        required=False,
+    )
     visibility = forms.ChoiceField(choices=Image.Visibility.choices)
     project = forms.ModelChoiceField(queryset=None, required=False)
     sha256 = forms.CharField(
@@ -42,6 +68,10 @@ class _ImageMetaForm(forms.Form):
             "os_type": data.get("os_type") or "linux",
             "min_disk_gib": data.get("min_disk_gib") or 0,
             "min_ram_mib": data.get("min_ram_mib") or 0,
+            "cloud_init": data.get("cloud_init", False),
+            "default_user": data.get("default_user", ""),
+            "firmware": data.get("firmware") or Image.Firmware.BIOS,
+            "disk_bus": data.get("disk_bus") or Image.DiskBus.VIRTIO,
             "visibility": data["visibility"],
             "project": data.get("project"),
             "sha256": data.get("sha256") or None,

@@ -101,6 +101,10 @@ def image_upload(
     os_type: str | None = None,
     min_disk_gib: int | None = None,
     min_ram_mib: int | None = None,
+    cloud_init: bool | None = None,
+    default_user: str | None = None,
+    firmware: str | None = None,
+    disk_bus: str | None = None,
 ) -> Image:
     """Add an image from a file (an upload, any file-like object, or an iterable of bytes).
 
@@ -120,6 +124,10 @@ def image_upload(
             os_type=os_type,
             min_disk_gib=min_disk_gib,
             min_ram_mib=min_ram_mib,
+            cloud_init=cloud_init,
+            default_user=default_user,
+            firmware=firmware,
+            disk_bus=disk_bus,
         )
     except BaseException:
         _discard_upload(fileobj)

@@ -1,6 +1,13 @@
+from django.core.validators import RegexValidator
 from django.db import models
 
 from cloudpanel.projects.models import name_validator
+
+# What cloud-init's default user may be called (useradd's rules, as Debian applies them).
+default_user_validator = RegexValidator(
+    r"^[a-z_][a-z0-9_-]{0,31}$",
+    "A user name is 1-32 lower-case letters, digits, '_' or '-', not starting with a digit or '-'.",
+)
 
 
 class Image(models.Model):
@@ -21,9 +28,39 @@ class Image(models.Model):
         PUBLIC = "public", "Public"
         PROJECT = "project", "Project"
 
+    class OSFamily(models.TextChoices):
+        LINUX = "linux", "Linux"
+        WINDOWS = "windows", "Windows"
+        BSD = "bsd", "BSD"
+        OTHER = "other", "Other"
+
+    class Firmware(models.TextChoices):
+        BIOS = "bios", "BIOS"
+        UEFI = "uefi", "UEFI"
+
+    class DiskBus(models.TextChoices):
+        VIRTIO = "virtio", "virtio"
+        SATA = "sata", "SATA"
+        SCSI = "scsi", "SCSI (virtio-scsi)"
+
     name = models.CharField(max_length=63, validators=[name_validator])
     disk_format = models.CharField(max_length=8, choices=Format.choices)
-    os_type = models.CharField(max_length=32, default="linux", blank=True)
+    # The OS family ("OS family" in the UI; the field keeps its first name for the API).
+    os_type = models.CharField(
+        "OS family", max_length=32, choices=OSFamily.choices, default=OSFamily.LINUX
+    )
+    # How an instance of it is booted and handed its identity.
+    cloud_init = models.BooleanField(
+        default=False, help_text="The guest runs cloud-init and reads the panel's NoCloud seed."
+    )
+    default_user = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[default_user_validator],
+        help_text="The account cloud-init gives the keys and password to (e.g. debian).",
+    )
+    firmware = models.CharField(max_length=8, choices=Firmware.choices, default=Firmware.BIOS)
+    disk_bus = models.CharField(max_length=8, choices=DiskBus.choices, default=DiskBus.VIRTIO)
     min_disk_gib = models.PositiveIntegerField(default=0)
     min_ram_mib = models.PositiveIntegerField(default=0)
     file_size = models.BigIntegerField(null=True, blank=True)
@@ -32,9 +69,7 @@ class Image(models.Model):
     visibility = models.CharField(
         max_length=8, choices=Visibility.choices, default=Visibility.PUBLIC
     )
-    project = models.ForeignKey(
-        "projects.Project", on_delete=models.PROTECT, related_name="images"
-    )
+    project = models.ForeignKey("projects.Project", on_delete=models.PROTECT, related_name="images")
     owner = models.ForeignKey(
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

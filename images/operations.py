@@ -69,6 +69,10 @@ class ImportFromURL(ImageOperation):
         os_type: str | None = None,
         min_disk_gib: int | None = None,
         min_ram_mib: int | None = None,
+        cloud_init: bool | None = None,
+        default_user: str | None = None,
+        firmware: str | None = None,
+        disk_bus: str | None = None,
     ) -> Job:
         """The job's target is the new image."""
         params = self.check(user=user, url=url, sha256=sha256)
@@ -81,6 +85,10 @@ class ImportFromURL(ImageOperation):
             os_type=os_type,
             min_disk_gib=min_disk_gib,
             min_ram_mib=min_ram_mib,
+            cloud_init=cloud_init,
+            default_user=default_user,
+            firmware=firmware,
+            disk_bus=disk_bus,
             source_url=params["url"],
         )
         with transaction.atomic():

@@ -7,7 +7,7 @@ from cloudpanel.projects.models import Project
 from hosts.models import Host
 
 from ..fetch import MAX_URL_LENGTH, RefusedURL, parse_url
-from ..models import Image, ImageReplica
+from ..models import Image, ImageReplica, default_user_validator
 
 SHA256_FIELD = dict(
     required=False,
@@ -30,6 +30,10 @@ class ImageSerializer(serializers.ModelSerializer):
             "os_type",
             "min_disk_gib",
             "min_ram_mib",
+            "cloud_init",
+            "default_user",
+            "firmware",
+            "disk_bus",
             "file_size",
             "virtual_size",
             "sha256",
@@ -72,12 +76,31 @@ class _ProjectField(serializers.PrimaryKeyRelatedField):
         return qs if ids is None else qs.filter(id__in=ids)
 
 
-class _ImageMetaSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=63)
-    disk_format = serializers.ChoiceField(choices=Image.Format.choices)
-    os_type = serializers.CharField(max_length=32, required=False, allow_blank=True)
+class _GuestMetaFields(serializers.Serializer):
+    """What an image tells the panel about the guest in it (all optional)."""
+
+    os_type = serializers.ChoiceField(
+        choices=Image.OSFamily.choices, required=False, help_text="The OS family."
+    )
     min_disk_gib = serializers.IntegerField(min_value=0, required=False)
     min_ram_mib = serializers.IntegerField(min_value=0, required=False)
+    cloud_init = serializers.BooleanField(
+        required=False, help_text="The guest runs cloud-init (it gets a NoCloud seed)."
+    )
+    default_user = serializers.CharField(
+        max_length=32,
+        required=False,
+        allow_blank=True,
+        validators=[default_user_validator],
+        help_text="The account cloud-init gives keys and the password to, e.g. debian.",
+    )
+    firmware = serializers.ChoiceField(choices=Image.Firmware.choices, required=False)
+    disk_bus = serializers.ChoiceField(choices=Image.DiskBus.choices, required=False)
+
+
+class _ImageMetaSerializer(_GuestMetaFields):
+    name = serializers.CharField(max_length=63)
+    disk_format = serializers.ChoiceField(choices=Image.Format.choices)
     visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
     project = _ProjectField(required=False)
     sha256 = serializers.CharField(**SHA256_FIELD)
@@ -109,11 +132,8 @@ class ImageCreateSerializer(_ImageMetaSerializer):
         return attrs
 
 
-class ImageUpdateSerializer(serializers.Serializer):
+class ImageUpdateSerializer(_GuestMetaFields):
     name = serializers.CharField(max_length=63, required=False)
-    os_type = serializers.CharField(max_length=32, required=False, allow_blank=True)
-    min_disk_gib = serializers.IntegerField(min_value=0, required=False)
-    min_ram_mib = serializers.IntegerField(min_value=0, required=False)
     visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
     project = _ProjectField(required=False)
 

@@ -235,6 +235,86 @@ def test_list_filters(api_client, default_project):
     assert names("?disk_format=qcow2&disk_format=iso") == ["a", "c"]
 
 
+# ------------------------------------------------------------------ guest metadata
+
+GUEST_META = {
+    "os_type": "linux",
+    "cloud_init": True,
+    "default_user": "debian",
+    "firmware": "uefi",
+    "disk_bus": "scsi",
+}
+
+
+def test_upload_stores_and_shows_the_guest_metadata(api_client, qcow2_file):
+    response = upload(api_client, qcow2_file, name="debian-12", **GUEST_META)
+    assert response.status_code == 201, response.content
+    assert {k: response.json()[k] for k in GUEST_META} == GUEST_META
+    image = Image.objects.get()
+    assert {k: getattr(image, k) for k in GUEST_META} == GUEST_META
+    detail = api_client.get(f"{URL}{image.id}/").json()
+    assert {k: detail[k] for k in GUEST_META} == GUEST_META
+
+
+def test_upload_without_guest_metadata_gets_the_defaults(api_client, qcow2_file):
+    body = upload(api_client, qcow2_file).json()
+    assert {k: body[k] for k in GUEST_META} == {
+        "os_type": "linux",
+        "cloud_init": False,
+        "default_user": "",
+        "firmware": "bios",
+        "disk_bus": "virtio",
+    }
+
+
+def test_url_import_stores_the_guest_metadata(api_client):
+    response = api_client.post(
+        URL,
+        {
+            "name": "remote",
+            "disk_format": "qcow2",
+            "url": "http://127.0.0.1:9/x.qcow2",
+            **GUEST_META,
+        },
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    image = Image.objects.get(pk=response.json()["image"])
+    assert {k: getattr(image, k) for k in GUEST_META} == GUEST_META
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("os_type", "Ubuntu"),
+        ("firmware", "efi"),
+        ("disk_bus", "ide"),
+        ("default_user", "Debian"),
+        ("default_user", "1st"),
+        ("default_user", "a b"),
+        ("default_user", "x" * 33),
+        ("cloud_init", "maybe"),
+    ],
+)
+def test_bad_guest_metadata_is_a_400_naming_the_field(api_client, qcow2_file, field, value):
+    response = upload(api_client, qcow2_file, **{field: value})
+    assert response.status_code == 400
+    assert list(response.json()) == [field], response.content
+    assert not Image.objects.exists() and store_files() == []
+
+
+def test_patch_guest_metadata(api_client, default_project):
+    image = make_image(default_project)
+    response = api_client.patch(f"{URL}{image.id}/", GUEST_META, format="json")
+    assert response.status_code == 200, response.content
+    image.refresh_from_db()
+    assert {k: getattr(image, k) for k in GUEST_META} == GUEST_META
+    refused = api_client.patch(f"{URL}{image.id}/", {"disk_bus": "floppy"}, format="json")
+    assert refused.status_code == 400 and list(refused.json()) == ["disk_bus"]
+    image.refresh_from_db()
+    assert image.disk_bus == "scsi"
+
+
 # ------------------------------------------------------------------ update and delete
 
 

@@ -227,3 +227,31 @@ def test_delete_from_the_page(admin_browser, qcow2_file):
     )
     assert response.status_code == 302 and response["Location"] == reverse("images:list")
     assert not Image.objects.exists() and store_files() == []
+
+
+def test_upload_form_takes_the_guest_metadata(admin_browser, qcow2_file):
+    page = admin_browser.get(reverse("images:list")).content.decode()
+    for field in ("os_type", "cloud_init", "default_user", "firmware", "disk_bus"):
+        assert f'name="{field}"' in page
+    response = browser_upload(
+        admin_browser,
+        qcow2_file,
+        os_type="linux",
+        cloud_init="on",
+        default_user="debian",
+        firmware="uefi",
+        disk_bus="sata",
+    )
+    assert response.status_code == 201, response.content
+    image = Image.objects.get()
+    assert (image.cloud_init, image.default_user, image.firmware, image.disk_bus) == (
+        True,
+        "debian",
+        "uefi",
+        "sata",
+    )
+    detail = admin_browser.get(reverse("images:detail", args=[image.id])).content.decode()
+    assert "UEFI" in detail and "SATA" in detail and "debian" in detail
+    refused = browser_upload(admin_browser, qcow2_file, default_user="Not A User")
+    assert refused.status_code == 400
+    assert "default_user" in refused.json()["errors"]
