@@ -24,6 +24,8 @@ class DiskSpec:
     target: str = "vda"
     bus: str = "virtio"
     readonly: bool = False
+    # A cdrom to boot from before the disk (an installer); a cloud-init seed is not.
+    bootable: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def build_domain(spec: DomainSpec) -> str:
     _sub(root, "vcpu", str(int(spec.vcpus)), placement="static")
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
-    if any(d.device == "cdrom" for d in spec.disks):
+    if any(d.device == "cdrom" and d.bootable for d in spec.disks):
         _sub(os_el, "boot", dev="cdrom")
     _sub(os_el, "boot", dev="hd")
     features = _sub(root, "features")
@@ -89,6 +91,9 @@ def build_domain(spec: DomainSpec) -> str:
     _sub(root, "on_crash", "destroy")
 
     devices = _sub(root, "devices")
+    if any(disk.bus == "scsi" for disk in spec.disks):
+        # virtio-scsi, not the default LSI controller, which cloud kernels lack too.
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for disk in spec.disks:
         el = _sub(devices, "disk", type="file", device=disk.device)
         driver = _sub(el, "driver", name="qemu", type=disk.format)

@@ -55,6 +55,37 @@ def _random_mac() -> str:
     return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
 
 
+def disk_layout(
+    root: str, root_bus: str, *, seed: str | None = None, iso: str | None = None
+) -> list[domain_xml.DiskSpec]:
+    """The root disk on the image's bus, then the cloud-init seed and an installer ISO as
+    read-only cdroms. The seed is on virtio-scsi: Debian's cloud kernel (and others built for
+    clouds) has no SATA/AHCI driver, and a seed it cannot see leaves the guest without its
+    identity. An installer's full kernel reads a SATA cdrom."""
+    names = iter(["sda", "sdb", "sdc"])  # sd* targets are shared by the sata and scsi buses
+    disks = [
+        domain_xml.DiskSpec(
+            path=root, format="qcow2", bus=root_bus,
+            target="vda" if root_bus == "virtio" else next(names),
+        )
+    ]  # fmt: skip
+    if iso:
+        disks.append(
+            domain_xml.DiskSpec(
+                path=iso, format="raw", device="cdrom", target=next(names), bus="sata",
+                readonly=True, bootable=True,
+            )
+        )  # fmt: skip
+    if seed:
+        disks.append(
+            domain_xml.DiskSpec(
+                path=seed, format="raw", device="cdrom", target=next(names), bus="scsi",
+                readonly=True,
+            )
+        )  # fmt: skip
+    return disks
+
+
 class Create(InstanceOperation):
     kind = "instance.create"
     leaves_error_when_never_run = True
@@ -228,7 +259,7 @@ class Create(InstanceOperation):
         made["volumes"].append(root)
         volume_ready(root, self._make_root_disk(uri, pool, disk_name, capacity, image, replica))
 
-        disks = [domain_xml.DiskSpec(path=root.path, format="qcow2")]
+        seed_path = None
         if job.params.get("seed"):
             ctx.check_cancelled()
             ctx.progress(
@@ -236,28 +267,9 @@ class Create(InstanceOperation):
                 f"Writing the cloud-init seed to pool {pool}",
                 public="Writing the cloud-init seed",
             )
-            seed_volume = self._make_seed(uri, pool, instance, job.params["seed"], made)
-            disks.append(
-                domain_xml.DiskSpec(
-                    path=seed_volume.path,
-                    format="raw",
-                    device="cdrom",
-                    target="sdb",  # sda is an ISO image's
-                    bus="sata",
-                    readonly=True,
-                )
-            )
-        if image.disk_format == Image.Format.ISO:
-            disks.append(
-                domain_xml.DiskSpec(
-                    path=replica.path,
-                    format="raw",
-                    device="cdrom",
-                    target="sda",
-                    bus="sata",
-                    readonly=True,
-                )
-            )
+            seed_path = self._make_seed(uri, pool, instance, job.params["seed"], made).path
+        iso_path = replica.path if image.disk_format == Image.Format.ISO else None
+        disks = disk_layout(root.path, image.disk_bus or "virtio", seed=seed_path, iso=iso_path)
         network, notes = self._network(job, ctx, uri, host)
         mac = _random_mac()
         spec = domain_xml.DomainSpec(

@@ -35,8 +35,8 @@ def host(test_host):
 
 
 def cloud_init_image_fields() -> dict:
-    """An image that runs cloud-init, once images say so (Image.cloud_init)."""
-    return {"cloud_init": True} if hasattr(Image, "cloud_init") else {}
+    """An image that runs cloud-init, with the default user a password is set for."""
+    return {"cloud_init": True, "default_user": "debian"}
 
 
 @pytest.fixture
@@ -98,10 +98,17 @@ def test_hostname_defaults_to_the_instance_name(api_client, host, image, tiny_fl
     assert Job.objects.get(pk=resp.json()["id"]).params["seed"]["hostname"] == "web-2"
 
 
-def test_no_identity_no_seed(api_client, host, image, tiny_flavor):
-    resp = create(api_client, image, tiny_flavor)
+def test_no_identity_no_seed(api_client, host, default_project, settings, tiny_flavor):
+    plain = make_image(default_project, settings, name="plain", cloud_init=False)
+    resp = create(api_client, plain, tiny_flavor)
     assert resp.status_code == 202, resp.content
     assert "seed" not in Job.objects.get(pk=resp.json()["id"]).params
+
+
+def test_an_image_that_runs_cloud_init_always_gets_a_seed(api_client, host, image, tiny_flavor):
+    resp = create(api_client, image, tiny_flavor)  # no identity given: the name as hostname
+    assert resp.status_code == 202, resp.content
+    assert Job.objects.get(pk=resp.json()["id"]).params["seed"]["hostname"]
 
 
 def test_tenants_do_not_see_the_identity_in_their_jobs(

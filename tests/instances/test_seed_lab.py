@@ -70,8 +70,9 @@ def test_create_with_identity_attaches_a_seed_and_delete_removes_it(
     cdrom = cdroms[0]
     assert cdrom.find("source").get("file") == seed_row.path
     assert cdrom.find("readonly") is not None
-    assert cdrom.find("target").get("bus") == "sata"
-    assert cdrom.find("target").get("dev") == "sdb"
+    assert cdrom.find("target").get("bus") == "scsi"  # cloud kernels have no AHCI
+    assert cdrom.find("target").get("dev") == "sda"
+    assert [b.get("dev") for b in dom.findall("os/boot")] == ["hd"]
 
     label, files = seed_in_pool(host, seed_row.name, tmp_path)
     assert label == "cidata"

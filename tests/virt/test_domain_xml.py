@@ -55,7 +55,8 @@ def test_user_mode_nic_and_cdrom():
                 disks=[
                     dx.DiskSpec(path="/d.qcow2"),
                     dx.DiskSpec(
-                        path="/i.iso", format="raw", device="cdrom", target="sda", bus="sata"
+                        path="/i.iso", format="raw", device="cdrom", target="sda", bus="sata",
+                        bootable=True,
                     ),
                 ],
             )
@@ -66,6 +67,27 @@ def test_user_mode_nic_and_cdrom():
     cdrom = root.find("devices/disk[@device='cdrom']")
     assert cdrom.find("readonly") is not None
     assert [b.get("dev") for b in root.findall("os/boot")] == ["cdrom", "hd"]
+
+
+def test_a_seed_cdrom_on_virtio_scsi_is_not_booted_from():
+    # Cloud kernels have neither AHCI nor the LSI SCSI driver: the seed goes on virtio-scsi.
+    root = ET.fromstring(
+        dx.build_domain(
+            spec(
+                disks=[
+                    dx.DiskSpec(path="/d.qcow2"),
+                    dx.DiskSpec(path="/seed.iso", format="raw", device="cdrom", target="sdb",
+                                bus="scsi", readonly=True),
+                ],
+            )
+        )
+    )  # fmt: skip
+    controllers = root.findall("devices/controller[@type='scsi']")
+    assert [c.get("model") for c in controllers] == ["virtio-scsi"]
+    assert root.find("devices/disk[@device='cdrom']/target").attrib == {"dev": "sdb", "bus": "scsi"}
+    assert [b.get("dev") for b in root.findall("os/boot")] == ["hd"]
+    plain = ET.fromstring(dx.build_domain(spec(disks=[dx.DiskSpec(path="/d.qcow2")])))
+    assert plain.find("devices/controller[@type='scsi']") is None
 
 
 def test_snapshot_xml_and_set_resources():
