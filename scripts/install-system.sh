@@ -18,7 +18,7 @@ postgres_answers() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 if [[ "${1:-run}" == "image" ]]; then
     packages=("${image_tools[@]}")
 elif [[ "${1:-run}" == "test" ]]; then
-    packages+=(chromium "${image_tools[@]}")
+    packages+=(chromium openssh-client "${image_tools[@]}")  # ssh: the real-guest test logs in
     postgres_answers || packages+=(postgresql)
 fi
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from rest_framework.test import APIClient
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+GUEST_IMAGE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build-guest-image.sh"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -307,3 +309,24 @@ def _end_stray_database_sessions(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture(scope="session")
+def debian_guest_image() -> Path:
+    """The cached image, built first when missing (once per machine, about 2 minutes)."""
+    if shutil.which("mmdebstrap") is None and not _cached_image().exists():
+        if IN_CI:
+            pytest.fail("the guest image is not built and mmdebstrap is missing")
+        pytest.skip("no guest image and no mmdebstrap: run `make guest-image`")
+    proc = subprocess.run(
+        [str(GUEST_IMAGE_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, f"build-guest-image.sh failed:\n{proc.stderr[-3000:]}"
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.is_file(), path
+    return path
+
+
+def _cached_image() -> Path:
+    out = subprocess.run([str(GUEST_IMAGE_SCRIPT), "--path"], capture_output=True, text=True)
+    return Path(out.stdout.strip())

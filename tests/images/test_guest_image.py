@@ -13,10 +13,8 @@ import base64
 import io
 import json
 import shutil
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pycdlib
 import pytest
@@ -25,33 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lab import LabError, virsh
 
-from ..conftest import IN_CI
-
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build-guest-image.sh"
 BOOT_DEADLINE = 240.0  # seconds from start to cloud-init done; 50-110 s measured under TCG
-
-
-@pytest.fixture(scope="session")
-def debian_guest_image() -> Path:
-    """The cached image, built first when missing (once per machine, about 2 minutes)."""
-    if shutil.which("mmdebstrap") is None and not _cached_image().exists():
-        if IN_CI:
-            pytest.fail("the guest image is not built and mmdebstrap is missing")
-        pytest.skip("no guest image and no mmdebstrap: run `make guest-image`")
-    proc = subprocess.run(
-        [str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
-    )
-    assert proc.returncode == 0, f"build-guest-image.sh failed:\n{proc.stderr[-3000:]}"
-    path = Path(proc.stdout.strip().splitlines()[-1])
-    assert path.is_file(), path
-    return path
-
-
-def _cached_image() -> Path:
-    out = subprocess.run([str(BUILD_SCRIPT), "--path"], capture_output=True, text=True)
-    return Path(out.stdout.strip())
 
 
 def nocloud_seed(meta_data: str, user_data: str) -> bytes:
