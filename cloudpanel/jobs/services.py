@@ -208,7 +208,10 @@ class Ticker:
     def _run(self) -> None:
         try:
             while not self.stop.wait(self.seconds):
-                self.tick()
+                try:
+                    self.tick()
+                except Exception as exc:  # a busy database: the next tick tries again
+                    log.warning("%s: %s", self.thread.name, exc)
         finally:
             connection.close()
 

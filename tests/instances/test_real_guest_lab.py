@@ -1,7 +1,8 @@
 """End to end on a real Linux guest, through the API: a Debian instance with a key pair,
 user data and a hostname; the guest agent answers; the identity took effect inside; SSH
 with the key works through a port forward on 127.0.0.1; the API shows the guest's address;
-a graceful shutdown; delete leaves no domain and no volume, seed included.
+a graceful shutdown of a guest that ignores ACPI, through its agent; delete leaves no
+domain and no volume, seed included.
 
 Under TCG (a real kernel does not run usably under this machine's KVM): about two minutes.
 Test traffic reaches the guest only through the agent and a QEMU port forward bound to
@@ -98,9 +99,14 @@ def test_a_debian_instance_gets_its_identity_and_answers_over_ssh(
         "/api/v1/keypairs/", {"name": "e2e", "public_key": public_key}, format="json"
     )
     assert keypair.status_code == 201, keypair.content
+    # The marker, and a guest that ignores the power button (ACPI), as some do: the panel's
+    # shutdown must then get it down through the guest agent, without forcing it off.
     user_data = (
         "#cloud-config\nwrite_files:\n"
         f"  - path: {MARKER}\n    content: written-by-user-data\n"
+        "  - path: /etc/systemd/logind.conf.d/ignore-power-key.conf\n"
+        "    content: |\n      [Login]\n      HandlePowerKey=ignore\n"
+        "runcmd:\n  - [systemctl, restart, systemd-logind]\n"
     )
     created = api_client.post(
         "/api/v1/instances/",
@@ -160,11 +166,16 @@ def test_a_debian_instance_gets_its_identity_and_answers_over_ssh(
     detail = api_client.get(f"/api/v1/instances/{instance.pk}/").json()
     assert "10.0.2.15" in detail["ip_addresses"]
 
-    # 6. A graceful shutdown: the guest powers itself off, nothing forced.
-    shutdown = api_client.post(f"/api/v1/instances/{instance.pk}/shutdown/", {}, format="json")
+    # 6. A graceful shutdown: ACPI is ignored, the agent's shutdown works, nothing forced.
+    _until("runcmd done (logind restarted)", lambda: _ssh(
+        private_key, port, "cloud-init status --wait >/dev/null; echo ok").stdout.strip(),
+        BOOT_DEADLINE)  # fmt: skip
+    shutdown = api_client.post(
+        f"/api/v1/instances/{instance.pk}/shutdown/", {"force_after": 20}, format="json"
+    )
     assert shutdown.status_code == 202, shutdown.content
     job = run_ok(Job.objects.get(pk=shutdown.json()["id"]))
-    assert job.result == {"state": "shutoff", "forced": False}
+    assert job.result == {"state": "shutoff", "forced": False, "agent": True}, job.log
 
     # 7. Delete: no domain, no volume, seed included.
     deleted = api_client.delete(f"/api/v1/instances/{instance.pk}/")
