@@ -86,6 +86,7 @@ PUBLIC_JOB_KEYS = frozenset(
         "state",
         "forced",
         "quiesce",
+        "quiesced",
         "agent",
         "from",
         "to",

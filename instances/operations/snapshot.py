@@ -78,7 +78,7 @@ class TakeSnapshot(InstanceOperation):
             domain_state=details.state,
             created_by=job.requested_by,
         )
-        return {"snapshot": snap.pk, "name": snap.name}
+        return {"snapshot": snap.pk, "name": snap.name, "quiesced": quiesce}
 
 
 class _OnSnapshot(InstanceOperation):

@@ -166,6 +166,25 @@ def test_a_debian_instance_gets_its_identity_and_answers_over_ssh(
     detail = api_client.get(f"/api/v1/instances/{instance.pk}/").json()
     assert "10.0.2.15" in detail["ip_addresses"]
 
+    # Through the agent, too: a user's password set at once (never stored), and a snapshot
+    # with the filesystems frozen.
+    def shadow_hash():
+        line = next(x for x in read("/etc/shadow").splitlines() if x.startswith("debian:"))
+        return line.split(":")[1]
+
+    before = shadow_hash()
+    changed = api_client.post(f"/api/v1/instances/{instance.pk}/password/",
+                              {"user": "debian", "password": "e2e-Pass-123"}, format="json")
+    assert changed.status_code == 204, changed.content
+    assert shadow_hash() != before and shadow_hash().startswith("$")
+    snap = api_client.post(f"/api/v1/instances/{instance.pk}/snapshots/",
+                           {"name": "frozen", "quiesce": True}, format="json")  # fmt: skip
+    assert snap.status_code == 202, snap.content
+    snap_job = run_ok(Job.objects.get(pk=snap.json()["id"]))
+    assert snap_job.result["quiesced"] is True
+    # Thawed again: the guest writes.
+    assert _ssh(private_key, port, "touch /tmp/still-writable && echo ok").stdout.strip() == "ok"
+
     # 6. A graceful shutdown: ACPI is ignored, the agent's shutdown works, nothing forced.
     _until("runcmd done (logind restarted)", lambda: _ssh(
         private_key, port, "cloud-init status --wait >/dev/null; echo ok").stdout.strip(),
