@@ -11,7 +11,7 @@ image_tools=(mmdebstrap syslinux syslinux-common mtools dosfstools fdisk e2fspro
              util-linux)
 packages=(redis-server libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
           qemu-system-x86 qemu-utils libvirt-dev pkg-config python3-venv python3-dev dnsmasq-base
-          iptables util-linux procps passwd)
+          iptables util-linux procps passwd ovmf)  # ovmf: images with firmware "uefi"
 # The tests run the capacity lock's test on PostgreSQL at 127.0.0.1:5432 (as in CI, where the
 # server is already there): install it only where nothing answers on that port.
 postgres_answers() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }

@@ -14,6 +14,7 @@ from . import xmlutil
 METADATA_NS = "https://cloudpanel.invalid/xmlns/instance/1"
 ET.register_namespace("cloudpanel", METADATA_NS)
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+FIRMWARES = ("bios", "uefi")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class DomainSpec:
     metadata: dict[str, str] = field(default_factory=dict)
     # The QEMU guest agent's virtio-serial port: harmless when the guest runs no agent.
     guest_agent: bool = True
+    firmware: str = "bios"  # bios (SeaBIOS) or uefi (OVMF, picked by libvirt)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -63,6 +65,8 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 def build_domain(spec: DomainSpec) -> str:
     if spec.domain_type not in ("kvm", "qemu"):
         raise ValueError(f"unsupported domain type {spec.domain_type!r}")
+    if spec.firmware not in FIRMWARES:
+        raise ValueError(f"unsupported firmware {spec.firmware!r}")
     root = ET.Element("domain", type=spec.domain_type)
     _sub(root, "name", spec.name)
     _sub(root, "uuid", spec.uuid)
@@ -79,6 +83,15 @@ def build_domain(spec: DomainSpec) -> str:
     _sub(root, "vcpu", str(int(spec.vcpus)), placement="static")
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    if spec.firmware == "uefi":
+        # libvirt picks an OVMF build from QEMU's firmware descriptors and gives the domain
+        # its own NVRAM copy. Secure boot off: with enrolled keys OVMF refuses unsigned boot
+        # loaders, and it needs SMM, which "pc" lacks (there libvirt skips those builds
+        # anyway; the hint keeps a q35 machine from picking them first).
+        os_el.set("firmware", "efi")
+        wanted = _sub(os_el, "firmware")
+        _sub(wanted, "feature", enabled="no", name="secure-boot")
+        _sub(wanted, "feature", enabled="no", name="enrolled-keys")
     if any(d.device == "cdrom" and d.bootable for d in spec.disks):
         _sub(os_el, "boot", dev="cdrom")
     _sub(os_el, "boot", dev="hd")

@@ -284,6 +284,7 @@ class Create(InstanceOperation):
             vnc_listen=console_address(host),
             title=instance.name,
             metadata={"instance": str(instance.pk), "project": instance.project.name},
+            firmware=image.firmware or "bios",
         )
         ctx.progress(
             60,

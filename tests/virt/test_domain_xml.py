@@ -137,3 +137,32 @@ def test_test_driver_accepts_the_agent_channel():
             dom.undefine()
     finally:
         conn.close()
+
+
+def test_uefi_asks_libvirt_for_ovmf_without_secure_boot():
+    os_el = ET.fromstring(dx.build_domain(spec(firmware="uefi"))).find("os")
+    assert os_el.get("firmware") == "efi"
+    features = {f.get("name"): f.get("enabled") for f in os_el.findall("firmware/feature")}
+    assert features == {"secure-boot": "no", "enrolled-keys": "no"}
+    # libvirt chooses the loader and NVRAM paths itself.
+    assert os_el.find("loader") is None and os_el.find("nvram") is None
+    # libvirt's schema wants <firmware> after <type> and before <boot>.
+    assert [c.tag for c in os_el] == ["type", "firmware", "boot"]
+    assert os_el.find("type").get("machine") == "pc"
+
+
+def test_bios_is_the_default_and_names_no_firmware():
+    for root in (
+        ET.fromstring(dx.build_domain(spec())),
+        ET.fromstring(dx.build_domain(spec(firmware="bios"))),
+    ):
+        os_el = root.find("os")
+        assert os_el.get("firmware") is None
+        assert os_el.find("firmware") is None and os_el.find("loader") is None
+
+
+def test_unknown_firmware_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="firmware"):
+        dx.build_domain(spec(firmware="coreboot"))
