@@ -55,7 +55,11 @@ def test_user_mode_nic_and_cdrom():
                 disks=[
                     dx.DiskSpec(path="/d.qcow2"),
                     dx.DiskSpec(
-                        path="/i.iso", format="raw", device="cdrom", target="sda", bus="sata",
+                        path="/i.iso",
+                        format="raw",
+                        device="cdrom",
+                        target="sda",
+                        bus="sata",
                         bootable=True,
                     ),
                 ],
