@@ -343,7 +343,7 @@ def _fixtures(lab, workdir: Path):
     admin = get_user_model().objects.create_user(
         "bench-admin", password=None, is_staff=True, is_superuser=True
     )
-    client = APIClient()
+    client = APIClient(HTTP_HOST="127.0.0.1")  # a name in ALLOWED_HOSTS, not "testserver"
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=admin).key}")
     flavor = flavor_create(name="bench-tiny", vcpus=1, ram_mib=64, disk_gib=1)
     qcow2 = workdir / "tiny.qcow2"
