@@ -10,41 +10,21 @@ machine's KVM), so it takes about a minute, or two on a busy machine; one such t
 from __future__ import annotations
 
 import base64
-import io
 import json
 import shutil
 import time
 import uuid
 
-import pycdlib
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from instances.seed import build_seed_iso
 from lab import LabError, virsh
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
 
 BOOT_DEADLINE = 240.0  # seconds from start to cloud-init done; 50-110 s measured under TCG
-
-
-def nocloud_seed(meta_data: str, user_data: str) -> bytes:
-    """An ISO 9660 volume labelled cidata, names as cloud-init reads them (Rock Ridge/Joliet)."""
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
-    for name, text in (("meta-data", meta_data), ("user-data", user_data)):
-        data = text.encode()
-        iso.add_fp(
-            io.BytesIO(data),
-            len(data),
-            f"/{name.upper().replace('-', '_')}.;1",
-            rr_name=name,
-            joliet_path=f"/{name}",
-        )
-    out = io.BytesIO()
-    iso.write_fp(out)
-    iso.close()
-    return out.getvalue()
 
 
 def domain_xml(name: str, disk: str, seed: str, serial_log: str) -> str:
@@ -129,9 +109,12 @@ def test_debian_image_boots_and_cloud_init_applies_the_seed(
     hostname = f"probe-{uuid.uuid4().hex[:6]}"
     disk, seed = f"{name}.qcow2", f"{name}-seed.iso"
     serial_log = f"/var/log/libvirt/qemu/{name}-serial.log"  # as the lab's libvirtd sees it
-    seed_iso = nocloud_seed(
-        f"instance-id: {uuid.uuid4()}\nlocal-hostname: {hostname}\n",
-        f"#cloud-config\nssh_authorized_keys:\n  - {ssh_public_key}\n",
+    # The panel's own ISO builder, so this also proves the seed format it writes.
+    seed_iso = build_seed_iso(
+        {
+            "meta-data": f"instance-id: {uuid.uuid4()}\nlocal-hostname: {hostname}\n",
+            "user-data": f"#cloud-config\nssh_authorized_keys:\n  - {ssh_public_key}\n",
+        }
     )
     # The lab's pool seen from outside; libvirt picks the files up on refresh.
     shutil.copyfile(debian_guest_image, host.pool_dir / disk)
