@@ -52,18 +52,20 @@ def new_image(
     user,
     name: str,
     disk_format: str,
-    project: Project | None,
-    visibility: str | None,
-    os_type: str | None,
-    min_disk_gib: int | None,
-    min_ram_mib: int | None,
+    project: Project | None = None,
+    visibility: str | None = None,
+    os_type: str | None = None,
+    min_disk_gib: int | None = None,
+    min_ram_mib: int | None = None,
     cloud_init: bool | None = None,
     default_user: str | None = None,
     firmware: str | None = None,
     disk_bus: str | None = None,
     source_url: str = "",
 ) -> Image:
-    """An unsaved, validated Image after the permission checks (intake saves it)."""
+    """An unsaved, validated Image after the permission checks (intake saves it).
+
+    The one list of an image's fields: upload and URL import pass theirs through."""
     if not user or not user.is_authenticated:
         raise PermissionDenied("Log in to add images.")
     project = _resolve_project(user, project)

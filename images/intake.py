@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from cloudpanel.errors import InvalidInput
 from cloudpanel.jobs.services import JobFailed
-from cloudpanel.projects.models import Project
 
 from . import fetch
 from .catalogue import new_image
@@ -90,23 +89,14 @@ def _install_staged(image: Image, staged: StagedFile, result: Inspection) -> Ima
 
 def image_upload(
     *,
-    name: str,
-    disk_format: str,
     user,
     fileobj=None,
     chunks: Iterable[bytes] | None = None,
     sha256: str | None = None,
-    project: Project | None = None,
-    visibility: str | None = None,
-    os_type: str | None = None,
-    min_disk_gib: int | None = None,
-    min_ram_mib: int | None = None,
-    cloud_init: bool | None = None,
-    default_user: str | None = None,
-    firmware: str | None = None,
-    disk_bus: str | None = None,
+    **fields,
 ) -> Image:
-    """Add an image from a file (an upload, any file-like object, or an iterable of bytes).
+    """Add an image from a file (an upload, any file-like object, or an iterable of bytes);
+    `fields` are new_image's (name, disk_format, project, visibility, metadata).
 
     The file is streamed into the store in 1 MiB chunks and hashed on the way; when the client
     gives a sha256 it must match. Rejections raise InvalidInput and leave no file behind.
@@ -115,20 +105,7 @@ def image_upload(
         raise ValueError("give exactly one of fileobj and chunks")
     try:
         expected = normalize_sha256(sha256)
-        image = new_image(
-            user=user,
-            name=name,
-            disk_format=disk_format,
-            project=project,
-            visibility=visibility,
-            os_type=os_type,
-            min_disk_gib=min_disk_gib,
-            min_ram_mib=min_ram_mib,
-            cloud_init=cloud_init,
-            default_user=default_user,
-            firmware=firmware,
-            disk_bus=disk_bus,
-        )
+        image = new_image(user=user, **fields)
     except BaseException:
         _discard_upload(fileobj)
         raise

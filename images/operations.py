@@ -55,42 +55,10 @@ class ImportFromURL(ImageOperation):
             raise InvalidInput({"url": str(exc)}) from None
         return {"url": url, "sha256": normalize_sha256(sha256), "public_only": public_only}
 
-    def start(
-        self,
-        *,
-        user,
-        target=None,
-        url: str,
-        name: str,
-        disk_format: str,
-        sha256: str | None = None,
-        project=None,
-        visibility: str | None = None,
-        os_type: str | None = None,
-        min_disk_gib: int | None = None,
-        min_ram_mib: int | None = None,
-        cloud_init: bool | None = None,
-        default_user: str | None = None,
-        firmware: str | None = None,
-        disk_bus: str | None = None,
-    ) -> Job:
-        """The job's target is the new image."""
+    def start(self, *, user, target=None, url: str, sha256: str | None = None, **fields) -> Job:
+        """The job's target is the new image (`fields`: new_image's)."""
         params = self.check(user=user, url=url, sha256=sha256)
-        image = new_image(
-            user=user,
-            name=name,
-            disk_format=disk_format,
-            project=project,
-            visibility=visibility,
-            os_type=os_type,
-            min_disk_gib=min_disk_gib,
-            min_ram_mib=min_ram_mib,
-            cloud_init=cloud_init,
-            default_user=default_user,
-            firmware=firmware,
-            disk_bus=disk_bus,
-            source_url=params["url"],
-        )
+        image = new_image(user=user, source_url=params["url"], **fields)
         with transaction.atomic():
             image.status = Image.Status.QUEUED
             image.save()
