@@ -217,6 +217,19 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 LIBVIRT_CONNECT_TIMEOUT = env.float("LIBVIRT_CONNECT_TIMEOUT", default=10.0)
 # Directories a qemu+unix:///system?socket=PATH host's socket may lie in (hosts.uris).
 LIBVIRT_SOCKET_DIRS = env.list("LIBVIRT_SOCKET_DIRS", default=["/run/libvirt", "/var/run/libvirt"])
+# The live browser (issue 9): the host watcher (`manage.py watch_hosts`), metrics, consoles.
+# Seconds between two bulk stats sweeps of a host, and how long samples are kept (Redis).
+WATCHER_STATS_INTERVAL = env.float("WATCHER_STATS_INTERVAL", default=5.0)
+METRICS_RETENTION_SECONDS = env.int("METRICS_RETENTION_SECONDS", default=3600)
+# A watcher owns a host through a Redis lease it renews; another takes over once it lapses.
+WATCHER_LEASE_SECONDS = env.float("WATCHER_LEASE_SECONDS", default=15.0)
+# /metrics (Prometheus): a bearer token, or else a client address in these networks.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+# Console tickets: single use, bound to the user and the instance, valid this many seconds.
+CONSOLE_TICKET_SECONDS = env.int("CONSOLE_TICKET_SECONDS", default=30)
+# Events a status socket may have waiting to be sent before it is dropped to a resync.
+STATUS_SOCKET_QUEUE = env.int("STATUS_SOCKET_QUEUE", default=256)
 IMAGE_STORE = Path(env.str("IMAGE_STORE", default=str(VAR_DIR / "images")))
 # Under ASGI Django spools each request body to a temporary file before the view runs: keep
 # that on the image store's filesystem, not in a small /tmp.

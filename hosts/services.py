@@ -16,6 +16,7 @@ from cloudpanel.errors import Conflict
 from . import keys
 from .connection import connection_uri, pooled_uri
 from .models import Host, HostEvent
+from .signals import host_changed
 from .uris import default_console_address
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def _set_status(host: Host, status: str, message: str = "") -> None:
         HostEvent.objects.create(
             host=host, from_status=host.status, to_status=status, message=message[:2000]
         )
+        # The caller saves the row; pages hear of the transition once that is committed.
+        transaction.on_commit(lambda: host_changed.send(sender=Host, host=host))
     host.status = status
     host.last_error = message
 

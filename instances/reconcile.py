@@ -12,6 +12,7 @@ from hosts.models import Host
 
 from .models import Instance, Volume
 from .selectors import unmanaged_domains_among
+from .signals import instance_changed
 from .volumes import volume_ready
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
             )
             if updated:
                 report.missing.append(instance.pk)
+                _announce(instance.pk)
             continue
         if dom.state != instance.state:
             came_back = instance.state == Instance.State.MISSING
@@ -79,11 +81,18 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
             ).update(state=dom.state, state_reason="")
             if updated:
                 (report.found if came_back else report.fixed).append(instance.pk)
+                _announce(instance.pk)
     # Kept on the host row, so its page lists them without asking libvirt.
     unmanaged = unmanaged_domains_among(host, listed)
     Host.objects.filter(pk=host.pk).update(unmanaged_domains=unmanaged)
     report.unmanaged += len(unmanaged)
     reconcile_volumes(host, report)
+
+
+def _announce(instance_id: int) -> None:
+    instance = Instance.objects.filter(pk=instance_id).first()
+    if instance is not None:
+        instance_changed.send(sender=Instance, instance=instance)
 
 
 def reconcile_volumes(host: Host, report: ReconcileReport) -> None:

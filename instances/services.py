@@ -23,6 +23,7 @@ from hosts.selectors import GIB
 
 from .models import Flavor, Instance, Snapshot, Volume
 from .rules import NAME_MAX, require_act, validate_name
+from .signals import instance_changed
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def instance_sync_state(*, instance: Instance, reason: str | None = None) -> Ins
                 f"Domain {instance.domain_name} no longer exists on host {instance.host.name}."
             )
             instance.save(update_fields=fields)
+            instance_changed.send(sender=Instance, instance=instance)
         return instance
     except VirtError as exc:
         log.info("cannot refresh %s: %s", instance, exc)
@@ -145,6 +147,7 @@ def instance_sync_state(*, instance: Instance, reason: str | None = None) -> Ins
         instance.ip_addresses = ips
         fields.append("ip_addresses")
     instance.save(update_fields=fields)
+    instance_changed.send(sender=Instance, instance=instance)
     return instance
 
 

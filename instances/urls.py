@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import console_views, views
 
 app_name = "instances"
 urlpatterns = [
@@ -12,6 +12,8 @@ urlpatterns = [
     path("<int:pk>/resize/", views.instance_resize, name="resize"),
     path("<int:pk>/password/", views.instance_password, name="password"),
     path("<int:pk>/delete/", views.instance_delete, name="delete"),
+    path("<int:pk>/console/", console_views.instance_console, name="console"),
+    path("<int:pk>/serial/", console_views.instance_serial, name="serial"),
     path("<int:pk>/forget/", views.instance_forget, name="forget"),
     path("<int:pk>/snapshots/", views.snapshot_create, name="snapshot-create"),
     path("<int:pk>/snapshots/<int:sid>/revert/", views.snapshot_revert, name="snapshot-revert"),

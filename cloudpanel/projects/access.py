@@ -119,10 +119,17 @@ def host_key(host_id: int | None, project_id: int | None) -> str:
     return salted_hmac("cloudpanel.host-key", f"{project_id}:{host_id}").hexdigest()[:28]
 
 
-def instance_reason_for(user, instance) -> str:
-    if is_admin(user) or not instance.state_reason:
-        return instance.state_reason
+def public_instance_reason(instance) -> str:
+    """Why an instance is in its state, as tenants read it (nothing of the host)."""
+    if not instance.state_reason:
+        return ""
     return GENERIC_INSTANCE_REASON.get(instance.state, "")
+
+
+def instance_reason_for(user, instance) -> str:
+    if is_admin(user):
+        return instance.state_reason
+    return public_instance_reason(instance)
 
 
 def job_step_for(user, job) -> str:

@@ -4,6 +4,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from cloudpanel.api import call_service
+from cloudpanel.live import metrics as live_metrics
+from cloudpanel.live.api import MetricsQuerySerializer, MetricsSerializer, metrics_response_data
 from cloudpanel.permissions import AdminOnly
 
 from .. import services
@@ -42,3 +44,10 @@ class HostViewSet(viewsets.ModelViewSet):
         host = services.host_sync(host=self.get_object())
         host = self.get_queryset().get(pk=host.pk)
         return Response(self.get_serializer(host).data, status=status.HTTP_200_OK)
+
+    @extend_schema(request=None, parameters=[MetricsQuerySerializer], responses=MetricsSerializer)
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        """Recent totals over the host's running instances, oldest first (the last hour)."""
+        host = self.get_object()
+        return Response(metrics_response_data(live_metrics.HOST, host.pk, request.GET))

@@ -128,6 +128,13 @@ class ResizeSerializer(serializers.Serializer):
     flavor = serializers.IntegerField()
 
 
+class ConsoleTicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField(help_text="Single use; expires after `expires_in` seconds.")
+    path = serializers.CharField(help_text="The VNC console's WebSocket path, with the ticket.")
+    serial_path = serializers.CharField(help_text="The serial console's WebSocket path.")
+    expires_in = serializers.IntegerField(help_text="Seconds the ticket stays valid.")
+
+
 class SnapshotSerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 

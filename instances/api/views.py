@@ -9,19 +9,22 @@ from rest_framework.response import Response
 from cloudpanel.api import call_service, job_accepted
 from cloudpanel.errors import HostUnavailable
 from cloudpanel.jobs.api.serializers import JobSerializer
+from cloudpanel.live import metrics as live_metrics
+from cloudpanel.live.api import MetricsQuerySerializer, MetricsSerializer, metrics_response_data
 from cloudpanel.permissions import SignedInReadsAdminWrites
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
 from hosts.models import Host
 from images.models import Image
 
-from .. import guest, operations, selectors, services
+from .. import consoles, guest, operations, selectors, services
 from ..filters import InstanceFilter
 from ..models import Flavor, Snapshot
 from ..rules import image_visible
 from .guest import GuestInfoSerializer, SetPasswordSerializer
 from .serializers import (
     AdoptSerializer,
+    ConsoleTicketSerializer,
     FlavorSerializer,
     InstanceCreateSerializer,
     InstanceRenameSerializer,
@@ -247,6 +250,27 @@ class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             password=data.validated_data["password"],
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, parameters=[MetricsQuerySerializer], responses=MetricsSerializer)
+    @action(detail=True, methods=["get"])
+    def metrics(self, request, pk=None):
+        """Recent samples (CPU, memory, disk and network rates), oldest first: the last hour
+        at the watcher's interval; the status stream brings the next ones as they come."""
+        instance = self.get_object()
+        return Response(metrics_response_data(live_metrics.INSTANCE, instance.pk, request.GET))
+
+    @extend_schema(request=None, responses={201: ConsoleTicketSerializer})
+    @action(detail=True, methods=["post"])
+    def console(self, request, pk=None):
+        """A console ticket (members): single use, valid 30 s, for this user and instance.
+
+        Open the WebSocket at `path` within that time; `serial_path` opens the serial
+        console with the same ticket instead (one of the two, once).
+        """
+        ticket = call_service(
+            consoles.console_ticket_issue, user=request.user, instance=self.get_object()
+        )
+        return Response(ConsoleTicketSerializer(ticket).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(methods=["get"], request=None, responses=SnapshotSerializer(many=True))
     @extend_schema(

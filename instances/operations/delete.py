@@ -12,6 +12,7 @@ from cloudpanel.virt import domains
 
 from ..models import Instance, Snapshot
 from ..rules import require_act, require_host_online
+from ..signals import instance_changed
 from ..volumes import volume_remove
 from .base import InstanceOperation, uri_of
 
@@ -28,6 +29,7 @@ class Delete(InstanceOperation):
         uri = uri_of(instance)
         Instance.objects.filter(pk=instance.pk).update(state=Instance.State.DELETING)
         instance.state = Instance.State.DELETING
+        instance_changed.send(sender=Instance, instance=instance)
         ctx.progress(
             10,
             f"Powering off and undefining {instance.domain_name}",
@@ -46,9 +48,13 @@ class Delete(InstanceOperation):
             )
             volume_remove(uri, volume)
             removed.append(volume.name)
+        instance_id = instance.pk
         with transaction.atomic():
             Snapshot.objects.filter(instance=instance).delete()
             instance.delete()
+        # Pages drop the row: the last event of an instance says "deleted".
+        instance.pk, instance.state = instance_id, "deleted"
+        instance_changed.send(sender=Instance, instance=instance)
         return {"domain_existed": existed, "volumes_deleted": removed}
 
 
