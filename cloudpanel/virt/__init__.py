@@ -8,8 +8,10 @@ from .errors import (
     OperationInvalid,
     VirtError,
 )
+from .events import ConnectionClosed, DomainEvent, HostSubscription
 from .hosts import host_info, list_domains, networks, ping, storage_pools
 from .pool import get_pool
+from .stats import DomainCounters, domain_counters
 from .types import (
     DomainSummary,
     GuestFilesystem,
@@ -24,11 +26,15 @@ from .types import (
 __all__ = [
     "AgentUnavailable",
     "AlreadyExists",
+    "ConnectionClosed",
+    "DomainCounters",
+    "DomainEvent",
     "DomainSummary",
     "GuestFilesystem",
     "GuestInfo",
     "GuestInterface",
     "HostInfo",
+    "HostSubscription",
     "HostUnreachable",
     "KsmInfo",
     "NetworkInfo",
@@ -36,6 +42,7 @@ __all__ = [
     "OperationInvalid",
     "StoragePoolInfo",
     "VirtError",
+    "domain_counters",
     "get_pool",
     "host_info",
     "list_domains",
