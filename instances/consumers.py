@@ -1,13 +1,258 @@
-"""Console sockets: VNC (noVNC) and serial (xterm.js), each opened with a ticket (being written)."""
+"""Console sockets: VNC (noVNC) and serial (xterm.js), each opened with a ticket.
+
+/ws/instances/<uuid>/console/?ticket=... proxies the instance's VNC server: a TCP
+connection straight to it (TCP_NODELAY), bytes pumped both ways as binary frames. Nothing
+goes through Redis: these consumers have no channel layer. /ws/instances/<uuid>/serial/
+carries libvirt's console stream of the guest's first serial port the same way.
+
+Checks (instances.consoles.console_open_check) run before the handshake is answered: the
+session user, the ticket (redeemed: single use), its user and instance, and the user's
+access now. The Origin was checked before this consumer runs (SameOriginValidator wraps
+every socket). A refusal closes the handshake with 4401, 4403 or 4404 and nothing more:
+the reason goes to the log only. While a console stays open, access is checked again every
+RECHECK_SECONDS.
+
+These consumers run their own receive loop instead of Channels' dispatch: that one makes a
+task per message and a trip to a thread pool (closing old database connections) before
+every handler, which a console's stream of small frames pays for in latency.
+"""
 
 from __future__ import annotations
 
-from cloudpanel.websockets import NotFoundConsumer
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from urllib.parse import parse_qs
+
+from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
+
+from cloudpanel import virt
+from cloudpanel.virt.console import SerialConsole
+
+from . import consoles
+
+log = logging.getLogger("cloudpanel.consoles")
+
+RECHECK_SECONDS = 30.0
+CONNECT_TIMEOUT = 10.0
+# Bytes read from the VNC server per frame sent: large reads mean fewer frames (a full
+# screen update is megabytes); the read returns as soon as anything is there.
+READ_CHUNK = 256 * 1024
+CLOSE_CLEAN = 1000
+CLOSE_GONE = 1011  # the console's other end failed
 
 
-class VncConsoleConsumer(NotFoundConsumer):
-    pass
+def _client_address(scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "?"
 
 
-class SerialConsoleConsumer(NotFoundConsumer):
-    pass
+def _ticket(scope) -> str:
+    query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+    values = query.get("ticket") or [""]
+    return values[0]
+
+
+class _ConsoleConsumer(AsyncConsumer):
+    channel_layer_alias = None  # a console never touches the channel layer (nor Redis)
+    kind = ""
+
+    async def __call__(self, scope, receive, send):
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = None
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        try:
+            target = await self._check(scope)
+            await self.open_backend(target)
+        except consoles.ConsoleRefused as exc:
+            log.warning(
+                "%s console refused (%s) for %s from %s: %s",
+                self.kind,
+                exc.code,
+                getattr(scope.get("user"), "username", "?") or "anonymous",
+                _client_address(scope),
+                exc,
+            )
+            await send({"type": "websocket.close", "code": exc.code})
+            return
+        self.target = target
+        self.started = time.monotonic()
+        self.sent = self.received = 0
+        offered = scope.get("subprotocols") or []
+        await send(
+            {"type": "websocket.accept", "subprotocol": "binary" if "binary" in offered else None}
+        )
+        log.info(
+            "%s console opened: user %s (%s) instance %s (%s) on host %s, from %s",
+            self.kind,
+            target.username,
+            target.user_id,
+            target.instance_name,
+            target.instance_id,
+            target.host_name,
+            _client_address(scope),
+        )
+        pump = asyncio.create_task(self._pump_out())
+        watch = asyncio.create_task(self._watch_access())
+        try:
+            await self._pump_in(receive)
+        finally:
+            pump.cancel()
+            watch.cancel()
+            for task in (pump, watch):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.close_backend()
+            log.info(
+                "%s console closed: user %s instance %s (%s), %.1f s, %d bytes out, %d in",
+                self.kind,
+                target.username,
+                target.instance_name,
+                target.instance_id,
+                time.monotonic() - self.started,
+                self.sent,
+                self.received,
+            )
+
+    @database_sync_to_async
+    def _check(self, scope) -> consoles.ConsoleTarget:
+        return consoles.console_open_check(
+            user=scope.get("user"),
+            ticket=_ticket(scope),
+            instance_uuid=scope["url_route"]["kwargs"]["uuid"],
+        )
+
+    async def _pump_in(self, receive) -> None:
+        """Browser -> console, until the browser goes (or the close we sent completes)."""
+        failed = False
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive" and not failed:
+                data = message.get("bytes")
+                if data is None:
+                    data = (message.get("text") or "").encode()
+                if data:
+                    self.received += len(data)
+                    try:
+                        await self.write_backend(data)
+                    except (OSError, virt.VirtError) as exc:
+                        log.info(
+                            "%s console of %s failed: %s", self.kind, self.target.instance_name, exc
+                        )
+                        failed = True  # what follows is dropped until the close completes
+                        await self._close(CLOSE_GONE)
+            elif kind == "websocket.disconnect":
+                return
+
+    async def _pump_out(self) -> None:
+        """Console -> browser; each send waits until the socket took it (back-pressure)."""
+        code = CLOSE_CLEAN
+        try:
+            while True:
+                data = await self.read_backend()
+                if not data:
+                    break
+                self.sent += len(data)
+                await self.base_send({"type": "websocket.send", "bytes": data})
+        except (OSError, virt.VirtError) as exc:
+            log.info("%s console of %s ended: %s", self.kind, self.target.instance_name, exc)
+            code = CLOSE_GONE
+        await self._close(code)
+
+    async def _watch_access(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            allowed = await database_sync_to_async(consoles.console_still_allowed)(self.target)
+            if not allowed:
+                log.info(
+                    "%s console of %s closed: user %s lost access",
+                    self.kind,
+                    self.target.instance_name,
+                    self.target.username,
+                )
+                await self._close(consoles.CLOSE_REFUSED)
+                await self.close_backend()
+                return
+
+    async def _close(self, code: int) -> None:
+        with contextlib.suppress(Exception):  # the browser may be gone already
+            await self.base_send({"type": "websocket.close", "code": code})
+
+    # -- the console's other end (subclasses) -----------------------------------------
+
+    async def open_backend(self, target: consoles.ConsoleTarget) -> None:
+        raise NotImplementedError
+
+    async def read_backend(self) -> bytes:
+        raise NotImplementedError
+
+    async def write_backend(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def close_backend(self) -> None:
+        raise NotImplementedError
+
+
+class VncConsoleConsumer(_ConsoleConsumer):
+    kind = "vnc"
+    writer: asyncio.StreamWriter | None = None
+
+    async def open_backend(self, target: consoles.ConsoleTarget) -> None:
+        try:
+            address, port = await asyncio.to_thread(consoles.vnc_address, target)
+            self.reader, self.writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port, limit=READ_CHUNK), CONNECT_TIMEOUT
+            )
+        except (OSError, TimeoutError, virt.VirtError) as exc:
+            raise consoles.ConsoleRefused(
+                consoles.CLOSE_UNAVAILABLE, f"VNC server unreachable: {exc}"
+            ) from exc
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def read_backend(self) -> bytes:
+        return await self.reader.read(READ_CHUNK)
+
+    async def write_backend(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()  # the VNC server's pace sets the browser's
+
+    async def close_backend(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 5)
+
+
+class SerialConsoleConsumer(_ConsoleConsumer):
+    kind = "serial"
+    console: SerialConsole | None = None
+
+    async def open_backend(self, target: consoles.ConsoleTarget) -> None:
+        try:
+            self.console = await consoles.serial_open(target)
+        except virt.VirtError as exc:
+            raise consoles.ConsoleRefused(
+                consoles.CLOSE_UNAVAILABLE, f"serial console unavailable: {exc}"
+            ) from exc
+
+    async def read_backend(self) -> bytes:
+        return await self.console.read()
+
+    async def write_backend(self, data: bytes) -> None:
+        await self.console.write(data)
+
+    async def close_backend(self) -> None:
+        console, self.console = self.console, None
+        if console is not None:
+            await asyncio.to_thread(console.close)
