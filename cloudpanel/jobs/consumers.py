@@ -8,6 +8,9 @@ sign-out or password change sends it too) and at least every RECHECK_SECONDS in 
 message was lost. Each check also reads the socket's session afresh: a signed-out or
 rotated session ends the socket. A socket that lost access is closed; the browser
 reconnects and gets what the user may see now.
+
+AccessCheckedConsumer holds that mechanism for every socket that streams project objects
+(this one and cloudpanel.live.consumers.StatusConsumer).
 """
 
 from __future__ import annotations
@@ -36,9 +39,18 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
+    """A socket of a signed-in user whose every event is checked against their access.
+
+    Subclasses name their groups (wanted_groups), may read one more thing with the access
+    (read_with_access: JobConsumer's job) and send their first frames once open (opened).
+    Events go out through deliver(), after fresh() said the socket may still send.
+    """
+
     groups_joined: list[str]
     closing = False
+    admin = False
+    projects: set[int] | frozenset[int] | None = frozenset()
 
     async def connect(self):
         self.groups_joined = []
@@ -49,30 +61,53 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         self.user_id = user.pk
         session = self.scope.get("session")
         self.session_key = getattr(session, "session_key", None)
-        self.job_id = self.scope["url_route"]["kwargs"].get("job_id")
         # Listen for access changes before reading access, so none is missed in between.
         await self._join(user_group(self.user_id))
         access = await self._access()
         if access is None:
             await self._refuse(CLOSE_SIGNED_OUT)
             return
-        self.admin, self.projects, job = access
-        if self.job_id is not None and job is None:
-            await self._refuse(CLOSE_NOT_FOUND)  # not found, or not the user's to see
+        self.admin, self.projects, extra = access
+        code = self.refused(extra)
+        if code is not None:
+            await self._refuse(code)
             return
         self.checked_at = time.monotonic()
-        for group in self._wanted_groups():
+        for group in self.wanted_groups():
             await self._join(group)
         await self.accept()
-        if job is not None:
-            await self.send_json({"type": "job", "job": job_to_event(job, public=not self.admin)})
+        await self.opened(extra)
 
-    def _wanted_groups(self) -> list[str]:
-        if self.job_id is not None:
-            return [f"job.{self.job_id}"]
-        if self.projects is None:
-            return ["jobs.all"]
-        return [f"jobs.project.{pid}" for pid in sorted(self.projects)]
+    # Hooks
+
+    def wanted_groups(self) -> list[str]:
+        raise NotImplementedError
+
+    def read_with_access(self, user):
+        """Read in the same thread trip as the access (sync; the database is at hand)."""
+        return None
+
+    def refused(self, extra) -> int | None:
+        """The close code refusing the socket at connect, or None to accept it."""
+        return None
+
+    def lost(self, admin: bool, projects: set[int] | None, extra) -> int | None:
+        """The close code when a re-check finds access lost, or None to go on."""
+        lost = (self.admin and not admin) or (
+            projects is not None and (self.projects is None or self.projects - projects)
+        )
+        return CLOSE_ACCESS_LOST if lost else None
+
+    async def opened(self, extra) -> None:
+        """The socket is accepted and in its groups: send what comes first."""
+
+    async def deliver(self, frame: dict) -> None:
+        await self.send_json(frame)
+
+    async def before_close(self) -> None:
+        """Called once before the socket is closed for lost access."""
+
+    # The mechanism
 
     async def _join(self, group: str) -> None:
         await self.channel_layer.group_add(group, self.channel_name)
@@ -80,16 +115,20 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _access(self):
-        """(admin, visible project ids or None, the watched job or None), read afresh;
-        None when the user is gone or deactivated."""
+        """(admin, visible project ids or None, read_with_access's answer), read afresh;
+        None when the user is gone or deactivated, or the session is no more theirs."""
+        user = self._active_user()
+        if user is None:
+            return None
+        ids = visible_project_ids(user)
+        return user.is_staff, (None if ids is None else set(ids)), self.read_with_access(user)
+
+    def _active_user(self):
+        """The socket's user read afresh (sync), or None if it may no longer use the socket."""
         user = get_user_model().objects.filter(pk=self.user_id, is_active=True).first()
         if user is None or not self._session_still_valid(user):
             return None
-        ids = visible_project_ids(user)
-        job = None
-        if self.job_id is not None:
-            job = job_list_for(user).filter(id=self.job_id).first()
-        return user.is_staff, (None if ids is None else set(ids)), job
+        return user
 
     def _session_still_valid(self, user) -> bool:
         """Is the session this socket opened with still this user's, as a page would see it
@@ -104,12 +143,15 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def _refuse(self, code: int) -> None:
+        self.closing = True  # a message already on its way finds the socket shut
         await self.disconnect(code)  # a refused handshake may never get a disconnect
         await self.close(code=code)
 
     async def _shut(self, code: int) -> bool:
-        self.closing = True  # nothing more is sent, even before the disconnect arrives
-        await self.close(code=code)
+        if not self.closing:
+            self.closing = True  # nothing more is sent, even before the disconnect arrives
+            await self.before_close()
+            await self.close(code=code)
         return False
 
     async def _recheck(self) -> bool:
@@ -118,19 +160,22 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         self.checked_at = time.monotonic()
         if access is None:
             return await self._shut(CLOSE_SIGNED_OUT)
-        admin, projects, job = access
-        if self.job_id is not None and job is None:
-            return await self._shut(CLOSE_NOT_FOUND)
-        lost = (self.admin and not admin) or (
-            projects is not None and (self.projects is None or self.projects - projects)
-        )
-        if lost and self.job_id is None:
-            return await self._shut(CLOSE_ACCESS_LOST)
+        admin, projects, extra = access
+        code = self.lost(admin, projects, extra)
+        if code is not None:
+            return await self._shut(code)
         self.admin, self.projects = admin, projects
-        if self.job_id is None:  # gained a project (or admin): listen to it too
-            for group in self._wanted_groups():
-                if group not in self.groups_joined:
-                    await self._join(group)
+        for group in self.wanted_groups():  # gained a project (or admin): listen to it too
+            if group not in self.groups_joined:
+                await self._join(group)
+        return True
+
+    async def fresh(self) -> bool:
+        """May this socket send an event now? Re-checks access when the cache is old."""
+        if self.closing:
+            return False
+        if time.monotonic() - self.checked_at > RECHECK_SECONDS:
+            return await self._recheck()
         return True
 
     async def disconnect(self, code):
@@ -143,11 +188,41 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self._recheck()
 
     async def job_update(self, event):
-        if self.closing:
-            return
-        if time.monotonic() - self.checked_at > RECHECK_SECONDS and not await self._recheck():
+        if not await self.fresh():
             return
         job = event["job"]
         if not job_event_visible(self.projects, job.get("project")):
             return
-        await self.send_json({"type": "job", "job": job if self.admin else event["public"]})
+        await self.deliver({"type": "job", "job": job if self.admin else event["public"]})
+
+
+class JobConsumer(AccessCheckedConsumer):
+    async def connect(self):
+        self.job_id = self.scope["url_route"]["kwargs"].get("job_id")
+        await super().connect()
+
+    def wanted_groups(self) -> list[str]:
+        if self.job_id is not None:
+            return [f"job.{self.job_id}"]
+        if self.projects is None:
+            return ["jobs.all"]
+        return [f"jobs.project.{pid}" for pid in sorted(self.projects)]
+
+    def read_with_access(self, user):
+        if self.job_id is None:
+            return None
+        return job_list_for(user).filter(id=self.job_id).first()
+
+    def refused(self, job) -> int | None:
+        if self.job_id is not None and job is None:
+            return CLOSE_NOT_FOUND  # not found, or not the user's to see
+        return None
+
+    def lost(self, admin, projects, job) -> int | None:
+        if self.job_id is not None:  # a job socket ends when the job is no more visible
+            return CLOSE_NOT_FOUND if job is None else None
+        return super().lost(admin, projects, job)
+
+    async def opened(self, job) -> None:
+        if job is not None:
+            await self.send_json({"type": "job", "job": job_to_event(job, public=not self.admin)})
