@@ -297,13 +297,14 @@ def test_job_detail(admin_client, test_host):
     )
     html = admin_client.get(f"/jobs/{job.id}/").content.decode()
     assert "12:00:01 copying" in html and "<pre" in html
-    assert f'data-job-socket="/ws/jobs/{job.id}/"' in html
+    # Live through the page's one status socket (live.js), from the job's rendered state.
+    assert f'data-job-id="{job.id}" data-job-state="running"' in html and "js/live.js" in html
     assert f"/api/v1/jobs/{job.id}/cancel/" in html
     assert "width: 55%" in html
     failed = _job(target_id=None, target_type="image", status="failed", error="disk full")
     html = admin_client.get(f"/jobs/{failed.id}/").content.decode()
     assert "disk full" in html
-    assert "/cancel/" not in html and 'data-job-socket=""' in html
+    assert "/cancel/" not in html and 'data-job-state="failed"' in html
 
 
 def test_job_detail_of_another_project_is_404(member_client, member_user):

@@ -1,0 +1,302 @@
+"""Pages that never need a reload: Chromium against the ASGI app (uvicorn: HTTP and the
+/ws/status/ socket), the real Redis channel layer, and for the lab tests the real host
+watcher (`manage.py watch_hosts` in its own process) on a real libvirt lab host.
+
+What changes behind the page's back (a domain destroyed with virsh, a metrics sweep) must
+show on the open page; a marker set in the page's window proves it was never reloaded.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from lab import virsh
+
+from ..conftest import browser_login, shot
+from ..instances.conftest import dom_state, make_image, run_ok, uri_of
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LIVE = 30_000  # ms: a bound for what the socket brings, not a measurement
+MARK = "window.__cloudpanelMark"
+
+
+def _off_loop(fn, *args, **kwargs):
+    """Run fn in another thread: Playwright's sync API keeps an event loop running in this
+    one, where async_to_sync (the publisher) refuses to run."""
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            result["error"] = exc
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def _mark_window(page) -> None:
+    page.evaluate(f"{MARK} = 'no reload since'")
+
+
+def _not_reloaded(page) -> bool:
+    return page.evaluate(f"{MARK} === 'no reload since'")
+
+
+def _live(page) -> None:
+    """Wait until the page's status socket delivered its snapshot."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("[data-live-indicator]")).to_have_attribute("data-state", "open")
+
+
+def _points(page, chart: str = "cpu") -> int:
+    value = page.locator(f'[data-chart="{chart}"]').get_attribute("data-points")
+    return int(value or 0)
+
+
+# ---- the pages against events published here (no lab) -------------------------------------
+
+
+def test_pages_apply_status_events_in_place(page, asgi_url, admin_user, test_host):
+    """Instance list, overview, host list and a chart follow the status socket's events
+    (published through the panel's own publisher) without a reload."""
+    from playwright.sync_api import expect
+
+    from cloudpanel.live import metrics
+    from cloudpanel.live.publisher import ADMIN_GROUP, publish
+    from cloudpanel.projects.services import project_get_default
+    from hosts.events import broadcast_host
+    from instances.events import broadcast_instance
+    from instances.models import Flavor, Instance
+
+    project = project_get_default()
+    flavor = Flavor.objects.create(name="tiny", vcpus=1, ram_mib=64, disk_gib=1)
+    web = Instance.objects.create(
+        name="web", project=project, flavor=flavor, host=test_host, state="running"
+    )
+    db = Instance.objects.create(
+        name="db", project=project, flavor=flavor, host=test_host, state="running"
+    )
+    metrics.forget(metrics.INSTANCE, web.pk)
+
+    browser_login(page, asgi_url)
+    page.goto(f"{asgi_url}/instances/")
+    _live(page)
+    _mark_window(page)
+    web_badge = page.locator(f'tr[data-instance-id="{web.pk}"] [data-instance-state]')
+    expect(web_badge).to_have_text("Running")
+
+    web.state, web.state_reason = "crashed", "The guest crashed."
+    web.save()
+    _off_loop(broadcast_instance, web)
+    expect(web_badge).to_have_text("Crashed", timeout=LIVE)
+    expect(web_badge).to_have_class("badge dot state-crashed live-changed")
+    expect(web_badge).to_have_attribute("title", "The guest crashed.")
+
+    # A deleted instance's row is struck through; one the page never listed gets a hint.
+    db.state = "deleted"  # its last event, as the delete operation sends it
+    _off_loop(broadcast_instance, db)
+    db_row = page.locator(f'tr[data-instance-id="{db.pk}"]')
+    expect(db_row).to_have_class("is-gone", timeout=LIVE)
+    expect(db_row.locator("[data-instance-state]")).to_have_text("Deleted")
+    expect(page.locator("[data-new-instances]")).to_be_hidden()
+    late = Instance.objects.create(
+        name="late", project=project, flavor=flavor, host=test_host, state="building"
+    )
+    _off_loop(broadcast_instance, late)
+    expect(page.locator("[data-new-instances]")).to_be_visible(timeout=LIVE)
+    shot(page, "live-instance-list")
+    assert _not_reloaded(page)
+
+    # The overview counts instances by state from the snapshot, hosts by health live.
+    page.goto(f"{asgi_url}/")
+    _live(page)
+    _mark_window(page)
+    expect(page.locator("[data-instance-total]")).to_have_text("3")
+    expect(page.locator('[data-instance-count="crashed"]')).to_have_text("1 crashed")
+    expect(page.locator('[data-host-count="online"]')).to_have_text("1 online")
+    test_host.status = "offline"
+    test_host.last_error = "connection refused"
+    test_host.save()
+    _off_loop(broadcast_host, test_host)
+    host_badge = page.locator(f'[data-host-status="{test_host.pk}"]')
+    expect(host_badge).to_have_text("Offline", timeout=LIVE)
+    expect(page.locator('[data-host-count="online"]')).to_have_text("0 online")
+    expect(page.locator('[data-host-count="offline"]')).to_have_text("1 offline")
+    shot(page, "live-overview")
+    assert _not_reloaded(page)
+
+    # A chart starts from the API's history and grows from the socket's samples.
+    now = 1_900_000_000.0
+    sample = {
+        "cpu_percent": 12.5,
+        "memory_used_bytes": 40 << 20,
+        "memory_total_bytes": 64 << 20,
+        "disk_read_bps": 1024.0,
+        "disk_write_bps": 4096.0,
+        "net_rx_bps": 300.0,
+        "net_tx_bps": 120.0,
+    }
+    for i in range(3):
+        _off_loop(metrics.record_many, metrics.INSTANCE, {web.pk: {**sample, "t": now + 5 * i}})
+    page.goto(f"{asgi_url}/instances/{web.pk}/")
+    _live(page)
+    _mark_window(page)
+    expect(page.locator('[data-chart="cpu"]')).to_have_attribute("data-points", "3")
+    for i in range(3, 6):
+        message = {
+            "type": "status.metrics",
+            "host": test_host.pk,
+            "t": now + 5 * i,
+            "host_totals": {**sample, "t": now + 5 * i, "instances": 1},
+            "instances": [{"id": web.pk, "project": project.pk, **sample, "t": now + 5 * i}],
+        }
+        _off_loop(publish, [ADMIN_GROUP], message)
+        expect(page.locator('[data-chart="cpu"]')).to_have_attribute(
+            "data-points", str(i + 1), timeout=LIVE
+        )
+    expect(page.locator('[data-chart="memory"] canvas')).to_have_count(1)
+    expect(page.locator("[data-metrics-empty]")).to_be_hidden()
+    shot(page, "live-instance-charts")
+    assert _not_reloaded(page)
+    assert page.js_errors == []
+    metrics.forget(metrics.INSTANCE, web.pk)
+
+
+# ---- the real watcher on a real lab host ---------------------------------------------------
+
+
+def _running_instance(admin_user, default_project, settings, monkeypatch, host, name):
+    """A real domain on the lab host, provisioned in this process (no worker, none queued)."""
+    from instances import operations
+    from instances.services import flavor_create
+
+    monkeypatch.setattr("cloudpanel.jobs.services.job_enqueue", lambda job: None)
+    image = make_image(default_project, settings, name=f"{name}-img")
+    flavor = flavor_create(name=f"{name}-flavor", vcpus=1, ram_mib=64, disk_gib=1)
+    job = operations.CREATE.start(user=admin_user, name=name, image=image, flavor=flavor, host=host)
+    run_ok(job)
+    from instances.models import Instance
+
+    instance = Instance.objects.get(pk=job.target_id)
+    assert instance.state == "running" and dom_state(host, instance.domain_name) == "running"
+    return instance
+
+
+def _wait_for_samples(watcher, instance, count: int) -> list[dict]:
+    """Until the watcher stored `count` samples of the instance: it owns the host now."""
+    import time
+
+    from cloudpanel.live import metrics
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        samples = metrics.recent(metrics.INSTANCE, instance.pk)
+        if len(samples) >= count:
+            return samples
+        watcher.check()
+        time.sleep(0.2)
+    pytest.fail(f"the watcher stored no {count} samples of {instance.name} within 60 s")
+
+
+@pytest.mark.libvirt
+def test_instance_list_shows_a_virsh_destroy_without_reload(
+    page, asgi_url, admin_user, default_project, settings, monkeypatch, lab_hosts, live_watcher
+):
+    from playwright.sync_api import expect
+
+    from instances.models import Instance
+
+    host = lab_hosts[1]
+    instance = _running_instance(admin_user, default_project, settings, monkeypatch, host, "dvm")
+    watcher = live_watcher()
+    _wait_for_samples(watcher, instance, 1)
+
+    browser_login(page, asgi_url)
+    page.goto(f"{asgi_url}/instances/")
+    _live(page)
+    badge = page.locator(f'tr[data-instance-id="{instance.pk}"] [data-instance-state]')
+    expect(badge).to_have_text("Running")
+    _mark_window(page)
+
+    # Behind the panel's back: libvirt itself pulls the plug.
+    virsh(uri_of(host), "destroy", instance.domain_name)
+    assert dom_state(host, instance.domain_name) == "shut off"
+
+    expect(badge).to_have_text("Shut off", timeout=LIVE)
+    expect(badge).to_have_class("badge dot state-shutoff live-changed")
+    assert _not_reloaded(page)
+    assert Instance.objects.get(pk=instance.pk).state == "shutoff"  # the watcher wrote it
+    shot(page, "live-virsh-destroy")
+    watcher.check()
+    assert page.js_errors == []
+
+
+@pytest.mark.libvirt
+def test_instance_chart_gains_points_from_the_watcher(
+    page, asgi_url, admin_user, default_project, settings, monkeypatch, lab_hosts, live_watcher
+):
+    from playwright.sync_api import expect
+
+    settings.WATCHER_STATS_INTERVAL = 1.0  # what the metrics API tells the page
+    host = lab_hosts[1]
+    instance = _running_instance(admin_user, default_project, settings, monkeypatch, host, "cvm")
+    watcher = live_watcher(stats_interval=1)
+    history = _wait_for_samples(watcher, instance, 3)
+    assert all("cpu_percent" in s and "memory_used_bytes" in s for s in history[-2:]), history
+
+    browser_login(page, asgi_url)
+    page.goto(f"{asgi_url}/instances/{instance.pk}/")
+    _live(page)
+    _mark_window(page)
+    chart = page.locator('[data-chart="cpu"]')
+    # The history from the API first, at least the samples stored before the page opened.
+    page.wait_for_function(
+        "n => Number(document.querySelector('[data-chart=\"cpu\"]').dataset.points) >= n",
+        arg=len(history),
+        timeout=LIVE,
+    )
+    first = _points(page)
+    # Then the watcher's sweeps, over the socket: the series grows while the page is open.
+    for _ in range(2):
+        page.wait_for_function(
+            "n => Number(document.querySelector('[data-chart=\"cpu\"]').dataset.points) > n",
+            arg=_points(page),
+            timeout=LIVE,
+        )
+    assert _points(page) >= first + 2
+    series = page.evaluate("CloudPanel.live.charts.panels[0].xs.length")
+    assert series >= first + 2
+    expect(chart.locator("canvas")).to_have_count(1)
+    expect(page.locator("[data-metrics-empty]")).to_be_hidden()
+    expect(page.locator("[data-instance-console]")).to_have_count(2)
+    assert _not_reloaded(page)
+    shot(page, "live-instance-chart")
+
+    # The host page charts the host's totals the same way.
+    page.goto(f"{asgi_url}/hosts/{host.pk}/")
+    _live(page)
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-chart=\"instances\"]').dataset.points) >= 1",
+        timeout=LIVE,
+    )
+    page.wait_for_function(
+        "n => Number(document.querySelector('[data-chart=\"cpu\"]').dataset.points) > n",
+        arg=_points(page),
+        timeout=LIVE,
+    )
+    shot(page, "live-host-chart")
+    watcher.check()
+    assert page.js_errors == []
