@@ -18,15 +18,16 @@ from django.test.utils import CaptureQueriesContext
 from cloudpanel.asgi import application
 from cloudpanel.jobs import consumers as job_consumers
 from cloudpanel.jobs.events import broadcast as broadcast_job
+from cloudpanel.jobs.events import job_to_event
 from cloudpanel.jobs.models import Job
 from cloudpanel.live import metrics
-from cloudpanel.live.publisher import groups_for, publish
+from cloudpanel.live.publisher import groups_for, project_group, publish
 from cloudpanel.live.snapshot import status_snapshot
 from cloudpanel.projects.models import Membership, Project
 from cloudpanel.projects.services import membership_remove
-from hosts.events import broadcast_host
+from hosts.events import broadcast_host, host_to_event
 from hosts.models import Host
-from instances.events import broadcast_instance
+from instances.events import broadcast_instance, instance_message
 from instances.models import Flavor, Instance
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -132,6 +133,12 @@ async def frame(socket) -> tuple[dict, str]:
     return json.loads(raw), raw
 
 
+def job_message(job) -> dict:
+    """What cloudpanel.jobs.events.broadcast sends, to send it to other groups."""
+    public = job_to_event(job, public=True)
+    return {"type": "job.update", "job": job_to_event(job), "public": public}
+
+
 def metrics_message(world, t: float) -> dict:
     host = world["host"]
     return {
@@ -175,6 +182,13 @@ async def test_tenant_snapshot_then_deltas_of_its_project_only_in_public_view(wo
     b1.state = a1.state = "shutoff"
     await sync_to_async(broadcast_instance)(b1)
     await sync_to_async(broadcast_host)(world["host"])
+    # Sent to the tenant's own groups by mistake: the consumer still checks each event.
+    mine = [project_group(world["a"].pk), f"jobs.project.{world['a'].pk}"]
+    await sync_to_async(publish)(mine, instance_message(b1))
+    host_message = {"type": "status.host", "host": host_to_event(world["host"])}
+    await sync_to_async(publish)(mine, host_message)
+    await sync_to_async(publish)(mine, job_message(world["job_b"]))
+    await sync_to_async(publish)(mine, job_message(world["job_host"]))
     await sync_to_async(broadcast_instance)(a1)
     event, raw = await frame(socket)
     assert event == {"type": "instance", "instance": {**snap["instances"][0], "state": "shutoff",
