@@ -4,12 +4,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import health, views
+from .live import prometheus
 
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", prometheus.metrics_view, name="metrics"),
     path("hosts/", include("hosts.urls")),
     path("images/", include("images.urls")),
     path("instances/", include("instances.urls")),
