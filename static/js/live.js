@@ -438,6 +438,11 @@
     for (var m = 1; m < 1024; m *= 2) BINARY_INCRS.push(m * Math.pow(1024, power));
   }
 
+  function showLatest(u) {
+    var n = u.data[0].length;
+    if (u.cursor.idx == null && n) u.setLegend({ idx: n - 1 }, false);
+  }
+
   function hexToRgba(hex, alpha) {
     var n = parseInt(hex.slice(1), 16);
     return "rgba(" + (n >> 16) + "," + ((n >> 8) & 255) + "," + (n & 255) + "," + alpha + ")";
@@ -493,14 +498,6 @@
         value: function (u, v) { return format(v); }
       });
     });
-    var caption = el.querySelector("figcaption");
-    var now = null;
-    if (caption) {
-      now = document.createElement("span");
-      now.className = "chart-now";
-      now.setAttribute("data-chart-now", "");
-      caption.appendChild(now);
-    }
     var axis = { stroke: "#6b7588", grid: { stroke: "#eef1f5", width: 1 }, ticks: { stroke: "#e3e7ee", width: 1 },
                  font: "11px system-ui, sans-serif" };
     var opts = {
@@ -526,11 +523,13 @@
           values: function (u, vals) { return vals.map(format); }
         })
       ],
-      series: series
+      series: series,
+      // Off the chart, the legend shows the newest sample rather than dashes.
+      hooks: { setCursor: [showLatest] }
     };
     var self = this;
     var plot = new window.uPlot(opts, this.dataFor(keys), plotBox);
-    this.charts.push({ el: el, box: plotBox, plot: plot, keys: keys, now: now, spec: spec });
+    this.charts.push({ el: el, box: plotBox, plot: plot, keys: keys });
     // Later columns are created on demand; dataFor reads them afresh on each update.
     keys.forEach(function (key) { self.column(key); });
   };
@@ -611,7 +610,7 @@
     this.charts.forEach(function (c) {
       c.plot.setData(self.dataFor(c.keys));
       c.el.setAttribute("data-points", String(points));
-      if (c.now) c.now.textContent = self.latestText(c);
+      showLatest(c.plot);
     });
     this.root.setAttribute("data-points", String(points));
     each("[data-metrics-empty]", function (el) { el.hidden = points > 0; }, this.root);
@@ -621,20 +620,6 @@
         " · every " + this.interval + " s";
     }
     emit("metrics-rendered", { kind: this.kind, id: this.id, points: points });
-  };
-
-  /* The newest figures of a chart, beside its title: "Read 1.0 KiB/s · Write 4.0 KiB/s". */
-  MetricsPanel.prototype.latestText = function (c) {
-    var self = this;
-    var format = FORMATS[c.spec.unit];
-    var parts = [];
-    c.spec.series.forEach(function (s, i) {
-      var col = self.cols[c.keys[i]];
-      var v = col && col.length ? col[col.length - 1] : null;
-      if (v == null) return;
-      parts.push(c.spec.series.length > 1 ? s[0] + " " + format(v) : format(v));
-    });
-    return parts.join(" · ");
   };
 
   var charts = {

@@ -171,6 +171,18 @@ def test_pages_apply_status_events_in_place(page, asgi_url, admin_user, test_hos
     expect(page.locator("[data-metrics-empty]")).to_be_hidden()
     shot(page, "live-instance-charts")
     assert _not_reloaded(page)
+
+    # A state that offers other actions: the instance page reloads itself, once.
+    expect(page.locator("[data-instance-console]")).to_have_count(0)
+    web.state, web.state_reason = "running", ""
+    web.save()
+    _off_loop(broadcast_instance, web)
+    page.wait_for_function(f"typeof {MARK} === 'undefined'", timeout=LIVE)
+    expect(page.locator("h1 [data-instance-state]")).to_have_text("Running")
+    expect(page.locator("[data-instance-console]")).to_have_text(["Console", "Serial console"])
+    expect(page.locator(".instance-actions button")).to_have_text(
+        ["Shutdown", "Stop", "Reboot", "Reset", "Suspend", "Delete", "Forget"]
+    )
     assert page.js_errors == []
     metrics.forget(metrics.INSTANCE, web.pk)
 
