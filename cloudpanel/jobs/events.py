@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
+from cloudpanel.live.publisher import publish
 from cloudpanel.projects.access import public_job_error
 
 from .models import Job
-
-log = logging.getLogger(__name__)
 
 
 def job_to_event(job: Job, *, public: bool = False) -> dict:
@@ -41,26 +35,15 @@ def job_groups(job: Job) -> list[str]:
 
 def broadcast(job: Job) -> None:
     """Push the job's state to its Channels groups; a down layer never fails the job."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     # Both views travel to the consumers, which send each socket only the one its user may
-    # read (and re-check that the user still sees the job's project).
+    # read (and re-check that the user still sees the job's project). publish() keeps one
+    # Redis connection per process and never raises.
     message = {
         "type": "job.update",
         "job": job_to_event(job),
         "public": job_to_event(job, public=True),
     }
-
-    async def send_to_all() -> None:
-        for group in job_groups(job):
-            await layer.group_send(group, message)
-
-    try:
-        # One event loop (so one Redis connection) for all the groups, not one per group.
-        async_to_sync(send_to_all)()
-    except Exception as exc:  # Redis down: the job goes on, pollers still see it
-        log.warning("could not broadcast job %s: %s", job.id, exc)
+    publish(job_groups(job), message)
 
 
 def on_job_changed(sender, job: Job, **kwargs) -> None:

@@ -16,7 +16,10 @@ Message types (the channel layer's "type" names the consumer's handler):
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -46,9 +49,44 @@ async def apublish(groups: list[str], message: dict) -> None:
         log.warning("could not publish %s: %s", message.get("type"), exc)
 
 
+PUBLISH_TIMEOUT = 5.0
+
+
+class _Loop:
+    """One event loop thread per process for a Redis layer. async_to_sync in a thread with no
+    loop of its own (a Celery worker) makes a new loop, so a new Redis connection, for every
+    message: about 10 ms each, several per job. Here the layer's connection stays open."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, coro, timeout: float):
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: a loop of its own
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=self._loop.run_forever, name="live-publisher", daemon=True
+                ).start()
+                self._pid = os.getpid()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+
+_loop = _Loop()
+
+
 def publish(groups: list[str], message: dict) -> None:
     """Send `message` to every group in one event loop (one Redis connection)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
     try:
-        async_to_sync(apublish)(groups, message)
+        if type(layer).__module__.startswith("channels_redis"):
+            # Through Redis, any loop reaches every consumer; an in-memory layer's queues
+            # belong to the caller's loop, so it keeps async_to_sync.
+            _loop.run(apublish(groups, message), PUBLISH_TIMEOUT)
+        else:
+            async_to_sync(apublish)(groups, message)
     except Exception as exc:
         log.warning("could not publish %s: %s", message.get("type"), exc)

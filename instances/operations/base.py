@@ -7,21 +7,18 @@ the instance's state back from libvirt and clearing `current_job`, whatever `act
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import Operation
 from cloudpanel.jobs.services import JobContext, JobFailed
-from cloudpanel.virt import domains
+from cloudpanel.virt.waiter import Waited, wait_for_state
 from hosts.connection import connection_uri
 
 from ..models import Instance
 from ..rules import GONE
 from ..services import instance_sync_state
-
-POLL = 0.25
 
 
 def uri_of(instance: Instance) -> str:
@@ -30,16 +27,10 @@ def uri_of(instance: Instance) -> str:
     return connection_uri(instance.host)
 
 
-def wait_for(ctx: JobContext, uri: str, name: str, states: set[str], timeout: float) -> bool:
-    """Poll libvirt until the domain is in `states`; False after `timeout` (cancellable)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if domains.domain_state(uri, name) in states:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        ctx.check_cancelled()
-        time.sleep(POLL)
+def wait_for(ctx: JobContext, uri: str, name: str, states: set[str], timeout: float) -> Waited:
+    """Wait until the domain is in `states`, woken by its libvirt lifecycle events (a slow
+    poll behind them); false after `timeout`. A cancelled job stops waiting."""
+    return wait_for_state(uri, name, states, timeout, check=ctx.check_cancelled)
 
 
 class RolledBack(JobFailed):
