@@ -152,8 +152,10 @@ def host_sync(*, host: Host) -> Host:
     host.storage_pools = [asdict(p) for p in pools]
     host.networks = [asdict(n) for n in nets]
     host.synced_at = host.last_seen_at = timezone.now()
-    _set_status(host, Host.Status.ONLINE)
-    host.save()
+    # One transaction: the transition is announced (on commit) after the row is saved.
+    with transaction.atomic():
+        _set_status(host, Host.Status.ONLINE)
+        host.save()
     return host
 
 
@@ -161,8 +163,9 @@ def _record_failure(host: Host, exc: Exception) -> None:
     status = Host.Status.OFFLINE if host.last_seen_at else Host.Status.ERROR
     if not isinstance(exc, virt.HostUnreachable):
         status = Host.Status.ERROR
-    _set_status(host, status, explain(exc))
-    host.save(update_fields=["status", "last_error"])
+    with transaction.atomic():  # announced after the save, as in host_sync
+        _set_status(host, status, explain(exc))
+        host.save(update_fields=["status", "last_error"])
 
 
 def host_check_health(*, host: Host) -> Host:

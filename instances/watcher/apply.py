@@ -66,14 +66,9 @@ def apply_event(host: Host, uri: str, event: DomainEvent) -> str:
     if updated:
         instance.refresh_from_db()
         log.info(
-            "%s (%s on %s): %s/%s -> %s",
-            instance.name,
-            event.name,
-            host.name,
-            event.event,
-            event.detail,
-            state,
-        )
+            "%s (%s on %s): %s/%s -> %s (event at %.3f)",
+            instance.name, event.name, host.name, event.event, event.detail, state, event.at,
+        )  # fmt: skip
         instance_changed.send(sender=Instance, instance=instance)
     return MANAGED
 

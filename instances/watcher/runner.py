@@ -214,7 +214,10 @@ class HostWatch:
         except Host.DoesNotExist:
             return
         # The one rule for a host's status (and its published transitions) is the services'.
+        was = host.status
         self.host = host_check_health(host=host)
+        if self.host.status != was:
+            log.info("host %s: %s -> %s", host.name, was, self.host.status)
 
     def _reconcile(self, why: str) -> None:
         if not self.owned:
