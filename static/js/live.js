@@ -103,7 +103,9 @@
         if (timer) window.clearTimeout(timer);
         if (socket) socket.close();
       },
-      connected: function () { return socket !== null && socket.readyState === WebSocket.OPEN; }
+      connected: function () { return socket !== null && socket.readyState === WebSocket.OPEN; },
+      // Drop the connection as a network failure would: the socket reconnects and resyncs.
+      drop: function () { if (socket) socket.close(); }
     };
   }
 
@@ -555,11 +557,12 @@
     })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (body) {
+        // The history first, then what the socket brought meanwhile (newer ones only).
+        self.loaded = true;
         if (body) {
           self.interval = Number(body.interval) || self.interval;
           (body.samples || []).forEach(function (s) { self.push(s, s.t); });
         }
-        self.loaded = true;
         self.pending.forEach(function (p) { self.push(p[0], p[1]); });
         self.pending = [];
         self.render();

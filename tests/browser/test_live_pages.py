@@ -61,6 +61,15 @@ def _live(page) -> None:
     expect(page.locator("[data-live-indicator]")).to_have_attribute("data-state", "open")
 
 
+def _held_until_live(route) -> None:
+    """A route handler: answer once the page's status snapshot has been applied."""
+    page = route.request.frame.page
+    page.wait_for_function(
+        "() => document.querySelector('[data-live-indicator]').dataset.state === 'open'"
+    )
+    route.continue_()
+
+
 def _points(page, chart: str = "cpu") -> int:
     value = page.locator(f'[data-chart="{chart}"]').get_attribute("data-points")
     return int(value or 0)
@@ -120,6 +129,20 @@ def test_pages_apply_status_events_in_place(page, asgi_url, admin_user, test_hos
     shot(page, "live-instance-list")
     assert _not_reloaded(page)
 
+    # Changes made while the socket was down arrive with the snapshot of the reconnect.
+    page.evaluate("CloudPanel.socket.drop()")
+    expect(page.locator("[data-live-indicator]")).to_have_attribute("data-state", "retry")
+    web.state, web.state_reason = "paused", ""
+    web.save()  # no event: only the next snapshot can tell the page
+    _live(page)
+    expect(web_badge).to_have_text("Paused", timeout=LIVE)
+    expect(web_badge).not_to_have_attribute("title", "The guest crashed.")
+    expect(db_row.locator("[data-instance-state]")).to_have_text("Running")  # never deleted
+    expect(db_row).not_to_have_class("is-gone")
+    assert _not_reloaded(page)
+    web.state, web.state_reason = "crashed", "The guest crashed."
+    web.save()
+
     # The overview counts instances by state from the snapshot, hosts by health live.
     page.goto(f"{asgi_url}/")
     _live(page)
@@ -151,6 +174,9 @@ def test_pages_apply_status_events_in_place(page, asgi_url, admin_user, test_hos
     }
     for i in range(3):
         _off_loop(metrics.record_many, metrics.INSTANCE, {web.pk: {**sample, "t": now + 5 * i}})
+    # Hold the history back so the snapshot's newest sample arrives first: the chart must
+    # still hold all three (an order bug once kept only the snapshot's).
+    page.route(f"**/api/v1/instances/{web.pk}/metrics/", _held_until_live)
     page.goto(f"{asgi_url}/instances/{web.pk}/")
     _live(page)
     _mark_window(page)
