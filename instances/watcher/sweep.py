@@ -7,25 +7,18 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync
-
 from cloudpanel.live import metrics
-from cloudpanel.live.publisher import ADMIN_GROUP, apublish, project_group
+from cloudpanel.live.publisher import ADMIN_GROUP, project_group, publish
 from cloudpanel.virt import stats
 from hosts.models import Host
 
 from ..models import Instance
 
 
-async def _send(messages: list[tuple[list[str], dict]]) -> None:
-    for groups, message in messages:
-        await apublish(groups, message)  # never raises
-
-
 def send_all(messages: list[tuple[list[str], dict]]) -> None:
-    """Publish several messages in one event loop (one Redis connection)."""
-    if messages:
-        async_to_sync(_send)(messages)
+    """Publish each message to its groups (the publisher keeps one connection open)."""
+    for groups, message in messages:
+        publish(groups, message)  # never raises
 
 
 def metrics_messages(host_id: int, t: float, totals: dict, entries: list[dict]):
