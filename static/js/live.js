@@ -178,6 +178,7 @@
 
   /* A job started elsewhere shows up in the row's job cell; its events then fill it in. */
   function showJobInRow(row, jobId) {
+    jobId = Number(jobId);
     var cell = row.querySelector("[data-instance-job]");
     if (!cell || !jobId || cell.querySelector('[data-job-id="' + jobId + '"]')) return;
     cell.innerHTML =
@@ -209,6 +210,10 @@
   function checkDetail(view) {
     var root = document.querySelector('[data-instance-detail="' + view.id + '"]');
     if (!root) return;
+    if (root.hasAttribute("data-gone")) {
+      reloadOnce(); // back in sight (a snapshot after access returned): render it afresh
+      return;
+    }
     var renderedJob = root.getAttribute("data-current-job") || "";
     var card = renderedJob
       ? document.querySelector('[data-reload-on-finish][data-job-id="' + renderedJob + '"]')

@@ -161,6 +161,24 @@ def test_pages_apply_status_events_in_place(page, asgi_url, admin_user, test_hos
     shot(page, "live-overview")
     assert _not_reloaded(page)
 
+    # The host list: health, its error and "last seen" follow the host's events.
+    page.goto(f"{asgi_url}/hosts/")
+    _live(page)
+    _mark_window(page)
+    error = page.locator(f'[data-host-error="{test_host.pk}"]')
+    expect(error).to_have_text("connection refused")
+    from django.utils import timezone
+
+    test_host.status, test_host.last_seen_at = "online", timezone.now()
+    test_host.save()
+    _off_loop(broadcast_host, test_host)
+    expect(host_badge).to_have_text("Online", timeout=LIVE)
+    expect(error).to_be_hidden()
+    expect(page.locator(f'[data-host-seen="{test_host.pk}"]')).to_have_text("just now")
+    assert _not_reloaded(page)
+    test_host.status = "offline"
+    test_host.save()
+
     # A chart starts from the API's history and grows from the socket's samples.
     now = 1_900_000_000.0
     sample = {
@@ -211,6 +229,68 @@ def test_pages_apply_status_events_in_place(page, asgi_url, admin_user, test_hos
     )
     assert page.js_errors == []
     metrics.forget(metrics.INSTANCE, web.pk)
+
+
+def test_member_list_follows_own_project_only(page, asgi_url, member_user, test_host):
+    """A member's list: their instance's badge and a job started elsewhere (in its row, with
+    progress) arrive live; another project's instance is never hinted at."""
+    from playwright.sync_api import expect
+
+    from cloudpanel.jobs.events import broadcast
+    from cloudpanel.jobs.models import Job
+    from cloudpanel.projects.models import Membership, Project
+    from instances.events import broadcast_instance
+    from instances.models import Flavor, Instance
+
+    mine, theirs = Project.objects.create(name="mine"), Project.objects.create(name="theirs")
+    Membership.objects.create(user=member_user, project=mine)
+    flavor = Flavor.objects.create(name="tiny", vcpus=1, ram_mib=64, disk_gib=1)
+    web = Instance.objects.create(
+        name="web", project=mine, flavor=flavor, host=test_host, state="running"
+    )
+
+    page.goto(f"{asgi_url}/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "pw-alice-123")
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_be_visible()
+    page.goto(f"{asgi_url}/instances/")
+    _live(page)
+    _mark_window(page)
+    row = page.locator(f'tr[data-instance-id="{web.pk}"]')
+
+    # Another project's new instance: not a word on this page.
+    other = Instance.objects.create(
+        name="other", project=theirs, flavor=flavor, host=test_host, state="building"
+    )
+    _off_loop(broadcast_instance, other)
+    # A job on our instance, started elsewhere (another tab, the API).
+    job = Job.objects.create(
+        kind="instance.reboot",
+        target_type="instance",
+        target_id=web.pk,
+        target_name="web",
+        project=mine,
+        status="running",
+        progress=40,
+        step="Rebooting",
+        public_step="Rebooting the guest",
+    )
+    web.current_job = job
+    web.save()
+    _off_loop(broadcast_instance, web)
+    cell = row.locator(f'[data-job-id="{job.id}"]')
+    expect(cell).to_have_count(1, timeout=LIVE)
+    _off_loop(broadcast, job)
+    expect(cell.locator("[data-job-kind]")).to_have_text("instance.reboot", timeout=LIVE)
+    expect(cell.locator("[data-job-step]")).to_have_text("Rebooting the guest")  # tenant's view
+    expect(cell.locator("[data-job-progress-text]")).to_have_text("40%")
+    # The other project's instance arrived first: had it reached this socket, the hint
+    # would show by now.
+    expect(page.locator("[data-new-instances]")).to_be_hidden()
+    shot(page, "live-member-list")
+    assert _not_reloaded(page)
+    assert page.js_errors == []
 
 
 # ---- the real watcher on a real lab host ---------------------------------------------------
