@@ -8,7 +8,7 @@ import sys
 
 import django
 
-from . import bench_console, bench_guest, bench_instances, bench_load, bench_pool
+from . import bench_console, bench_guest, bench_instances, bench_load, bench_pool, bench_stats
 
 
 def main() -> int:
@@ -24,6 +24,7 @@ def main() -> int:
         "pool": lambda: bench_pool.run(["qemu:///system", "test:///default"]),
         "instances": bench_instances.run,
         "load": bench_load.run,
+        "stats": bench_stats.run,
         "console": bench_console.run,
         "guest": bench_guest.run,  # a real OS under TCG, ~10 min: only when named
     }
