@@ -445,6 +445,8 @@
     for (var m = 1; m < 1024; m *= 2) BINARY_INCRS.push(m * Math.pow(1024, power));
   }
 
+  var WHOLE_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
+
   function showLatest(u) {
     var n = u.data[0].length;
     if (u.cursor.idx == null && n) u.setLegend({ idx: n - 1 }, false);
@@ -513,7 +515,8 @@
       cursor: { drag: { x: false, y: false } },
       legend: { show: true },
       scales: {
-        x: { time: true },
+        // At least a minute wide: a chart's first samples sit at its right, not spread out.
+        x: { time: true, range: function (u, min, max) { return [Math.min(min, max - 60), max]; } },
         y: {
           range: function (u, min, max) {
             var top = max > 0 ? max * 1.15 : 1;
@@ -526,7 +529,8 @@
         Object.assign({}, axis),
         Object.assign({}, axis, {
           size: 72,
-          incrs: spec.unit === "bytes" || spec.unit === "rate" ? BINARY_INCRS : undefined,
+          incrs: spec.unit === "count" ? WHOLE_INCRS
+            : spec.unit === "bytes" || spec.unit === "rate" ? BINARY_INCRS : undefined,
           values: function (u, vals) { return vals.map(format); }
         })
       ],

@@ -296,21 +296,42 @@ def test_member_list_follows_own_project_only(page, asgi_url, member_user, test_
 # ---- the real watcher on a real lab host ---------------------------------------------------
 
 
-def _running_instance(admin_user, default_project, settings, monkeypatch, host, name):
-    """A real domain on the lab host, provisioned in this process (no worker, none queued)."""
+@pytest.fixture
+def lab_instance(admin_user, default_project, settings, monkeypatch, lab_hosts):
+    """lab_instance(name) -> a running instance on lab host 1, provisioned in this process
+    (no worker, nothing queued); deleted through the panel at the end, so no domain or volume
+    stays on the session's lab for later tests."""
+    from cloudpanel.live import metrics
     from instances import operations
+    from instances.models import Instance
     from instances.services import flavor_create
 
     monkeypatch.setattr("cloudpanel.jobs.services.job_enqueue", lambda job: None)
-    image = make_image(default_project, settings, name=f"{name}-img")
-    flavor = flavor_create(name=f"{name}-flavor", vcpus=1, ram_mib=64, disk_gib=1)
-    job = operations.CREATE.start(user=admin_user, name=name, image=image, flavor=flavor, host=host)
-    run_ok(job)
-    from instances.models import Instance
+    host = lab_hosts[1]
+    made: list[Instance] = []
+    # Ids come round again from run to run: no samples of an earlier run's objects.
+    metrics.forget(metrics.HOST, host.pk)
 
-    instance = Instance.objects.get(pk=job.target_id)
-    assert instance.state == "running" and dom_state(host, instance.domain_name) == "running"
-    return instance
+    def make(name: str) -> Instance:
+        image = make_image(default_project, settings, name=f"{name}-img")
+        flavor = flavor_create(name=f"{name}-flavor", vcpus=1, ram_mib=64, disk_gib=1)
+        job = operations.CREATE.start(
+            user=admin_user, name=name, image=image, flavor=flavor, host=host
+        )
+        run_ok(job)
+        instance = Instance.objects.get(pk=job.target_id)
+        metrics.forget(metrics.INSTANCE, instance.pk)
+        made.append(instance)
+        assert instance.state == "running" and dom_state(host, instance.domain_name) == "running"
+        return instance
+
+    yield make
+    for instance in made:
+        instance.refresh_from_db()
+        run_ok(operations.DELETE.start(user=admin_user, target=instance))
+        assert dom_state(host, instance.domain_name) is None
+        metrics.forget(metrics.INSTANCE, instance.pk)
+    metrics.forget(metrics.HOST, host.pk)
 
 
 def _wait_for_samples(watcher, instance, count: int) -> list[dict]:
@@ -331,14 +352,14 @@ def _wait_for_samples(watcher, instance, count: int) -> list[dict]:
 
 @pytest.mark.libvirt
 def test_instance_list_shows_a_virsh_destroy_without_reload(
-    page, asgi_url, admin_user, default_project, settings, monkeypatch, lab_hosts, live_watcher
+    page, asgi_url, lab_hosts, live_watcher, lab_instance
 ):
     from playwright.sync_api import expect
 
     from instances.models import Instance
 
     host = lab_hosts[1]
-    instance = _running_instance(admin_user, default_project, settings, monkeypatch, host, "dvm")
+    instance = lab_instance("dvm")
     watcher = live_watcher()
     _wait_for_samples(watcher, instance, 1)
 
@@ -364,13 +385,13 @@ def test_instance_list_shows_a_virsh_destroy_without_reload(
 
 @pytest.mark.libvirt
 def test_instance_chart_gains_points_from_the_watcher(
-    page, asgi_url, admin_user, default_project, settings, monkeypatch, lab_hosts, live_watcher
+    page, asgi_url, settings, lab_hosts, live_watcher, lab_instance
 ):
     from playwright.sync_api import expect
 
     settings.WATCHER_STATS_INTERVAL = 1.0  # what the metrics API tells the page
     host = lab_hosts[1]
-    instance = _running_instance(admin_user, default_project, settings, monkeypatch, host, "cvm")
+    instance = lab_instance("cvm")
     watcher = live_watcher(stats_interval=1)
     history = _wait_for_samples(watcher, instance, 3)
     assert all("cpu_percent" in s and "memory_used_bytes" in s for s in history[-2:]), history
