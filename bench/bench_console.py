@@ -50,6 +50,8 @@ from .common import percentile
 ROUNDS = int(os.environ.get("BENCH_CONSOLE_ROUNDS", "7"))
 FRAMES = {"synthetic": 24, "qemu": 6}  # full frames per round and path
 PROBES = 300  # round trips per round and path
+# Which servers to run (the QEMU one needs the lab): "synthetic,qemu" by default.
+SERVERS = os.environ.get("BENCH_CONSOLE_SERVERS", "synthetic,qemu").split(",")
 START_TIMEOUT = 60.0
 TEST_URI = "test:///default"
 TEST_DOMAIN = "bench-console-synthetic"
@@ -342,9 +344,26 @@ def _synthetic_domain_xml(vnc_port: int) -> str:
     )
 
 
+def procfile_ws_options() -> dict:
+    """The WebSocket options of the Procfile's web line, as uvicorn.Config arguments."""
+    import shlex
+
+    from .bench_load import _procfile_web_line
+
+    args = shlex.split(_procfile_web_line())
+    options = {"ws": "auto", "ws_per_message_deflate": True}
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == "--ws":
+            options["ws"] = value
+        elif flag == "--ws-per-message-deflate":
+            options["ws_per_message_deflate"] = value.lower() in ("1", "true", "yes", "on")
+    return options
+
+
 def serve(port: int, synthetic_port: int) -> None:
-    """The panel's ASGI app under uvicorn with the Procfile's options, in this process; the
-    test driver's shared in-process state gets the synthetic server's running domain."""
+    """The panel's ASGI app under uvicorn with the Procfile's WebSocket options, one worker,
+    in this process; the test driver's shared in-process state gets the synthetic server's
+    running domain."""
     import django
     import uvicorn
 
@@ -354,8 +373,8 @@ def serve(port: int, synthetic_port: int) -> None:
     domains.define_domain(TEST_URI, _synthetic_domain_xml(synthetic_port))
     domains.start_domain(TEST_URI, TEST_DOMAIN)
     config = uvicorn.Config(
-        "cloudpanel.asgi:application", host="127.0.0.1", port=port, ws="websockets",
-        log_level="warning",
+        "cloudpanel.asgi:application", host="127.0.0.1", port=port, log_level="warning",
+        **procfile_ws_options(),
     )  # fmt: skip
     uvicorn.Server(config).run()
 
@@ -519,6 +538,7 @@ def run() -> None:
           f"DEBUG={settings.DEBUG}; {os.cpu_count()} CPUs, {platform.platform()}; "
           f"{_load()}")  # fmt: skip
     print(ISSUE_FIGURES)
+    print(f"uvicorn WebSocket options from the Procfile: {procfile_ws_options()}")
     began = time.perf_counter()
     _prepare_database()
     processes: list[Process] = []
@@ -526,7 +546,9 @@ def run() -> None:
     try:
         rfb_proc, rfb_port = _synthetic_server(workdir)
         processes.append(rfb_proc)
-        if lab_problem is None:
+        if "qemu" not in SERVERS:
+            pass
+        elif lab_problem is None:
             ensure_kvm_device()
             lab = Lab()
             lab.start(n_hosts=1, kvm=[True], base_dir=BENCH_DIR / "console-lab")

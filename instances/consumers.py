@@ -20,6 +20,7 @@ every handler, which a console's stream of small frames pays for in latency.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -38,9 +39,12 @@ log = logging.getLogger("cloudpanel.consoles")
 
 RECHECK_SECONDS = 30.0
 CONNECT_TIMEOUT = 10.0
-# Bytes read from the VNC server per frame sent: large reads mean fewer frames (a full
-# screen update is megabytes); the read returns as soon as anything is there.
-READ_CHUNK = 256 * 1024
+# What the VNC server sent is passed on as soon as it is there, one frame per chunk the
+# event loop read (up to 256 KiB with uvloop; joining chunks into larger frames measured
+# slower: one more copy, and a larger write waits for the socket more often). Reading from
+# the server pauses while BUFFER_HIGH bytes wait for the browser.
+BUFFER_HIGH = 1024 * 1024
+BUFFER_LOW = 256 * 1024
 CLOSE_CLEAN = 1000
 CLOSE_GONE = 1011  # the console's other end failed
 
@@ -200,38 +204,122 @@ class _ConsoleConsumer(AsyncConsumer):
         raise NotImplementedError
 
 
+class _VncConnection(asyncio.Protocol):
+    """The TCP connection to the VNC server, read without copies: the chunks the event loop
+    hands over are queued as they are and sent on one frame each. Reading pauses while
+    BUFFER_HIGH bytes wait for the browser, and writes wait while the server's socket is
+    full: back-pressure both ways."""
+
+    def __init__(self):
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.reading_paused = False
+        self.ended = False
+        self.error: Exception | None = None
+        self.data_waiter: asyncio.Future | None = None
+        self.drain_waiter: asyncio.Future | None = None
+        self.writing_paused = False
+
+    # -- the event loop's side
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes):
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered >= BUFFER_HIGH and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self):
+        self.ended = True
+        self._wake_reader()
+        return False  # close our side too
+
+    def connection_lost(self, exc):
+        self.ended = True
+        self.error = exc
+        self._wake_reader()
+        self._wake_writer()
+
+    def pause_writing(self):
+        self.writing_paused = True
+
+    def resume_writing(self):
+        self.writing_paused = False
+        self._wake_writer()
+
+    def _wake_reader(self):
+        waiter, self.data_waiter = self.data_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writer(self):
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the consumer's side
+    async def read(self) -> bytes:
+        while not self.chunks:
+            if self.ended:
+                if self.error is not None:
+                    raise self.error
+                return b""
+            self.data_waiter = self.loop.create_future()
+            await self.data_waiter
+        data = self.chunks.popleft()
+        self.buffered -= len(data)
+        if self.reading_paused and self.buffered <= BUFFER_LOW and not self.ended:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self.ended:
+            raise ConnectionResetError("the VNC server closed the connection")
+        self.transport.write(data)
+        while self.writing_paused and not self.ended:
+            self.drain_waiter = self.loop.create_future()
+            await self.drain_waiter
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
 class VncConsoleConsumer(_ConsoleConsumer):
     kind = "vnc"
-    writer: asyncio.StreamWriter | None = None
+    connection: _VncConnection | None = None
 
     async def open_backend(self, target: consoles.ConsoleTarget) -> None:
         try:
             address, port = await asyncio.to_thread(consoles.vnc_address, target)
-            self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port, limit=READ_CHUNK), CONNECT_TIMEOUT
+            _, self.connection = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(_VncConnection, address, port),
+                CONNECT_TIMEOUT,
             )
         except (OSError, TimeoutError, virt.VirtError) as exc:
             raise consoles.ConsoleRefused(
                 consoles.CLOSE_UNAVAILABLE, f"VNC server unreachable: {exc}"
             ) from exc
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def read_backend(self) -> bytes:
-        return await self.reader.read(READ_CHUNK)
+        return await self.connection.read()
 
     async def write_backend(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()  # the VNC server's pace sets the browser's
+        await self.connection.write(data)  # the VNC server's pace sets the browser's
 
     async def close_backend(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is None:
-            return
-        writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 5)
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
 
 
 class SerialConsoleConsumer(_ConsoleConsumer):
