@@ -200,6 +200,10 @@ class HostWatch:
             subscription.close()
             return False
         self.subscription = subscription
+        if self.stopping.is_set():  # stop() ran in between and found no subscription to close
+            self.subscription = None
+            subscription.close()
+            return False
         self._check_health()  # back online (and synced) if it was offline
         # Events while nobody listened (before this owner, or while the host was away).
         self._reconcile("subscribed")
