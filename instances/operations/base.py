@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from django.utils import timezone
+
 from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import Operation
@@ -19,6 +21,7 @@ from hosts.connection import connection_uri
 from ..models import Instance
 from ..rules import GONE
 from ..services import instance_sync_state
+from ..signals import instance_changed
 
 
 def uri_of(instance: Instance) -> str:
@@ -84,8 +87,17 @@ class InstanceOperation(Operation):
                 self._finish(instance, job, reason=f"{self.kind} failed: {exc}")
             raise
         if Instance.objects.filter(pk=instance.pk).exists():
-            self._finish(instance, job, reason="")
+            known = self.known_state(result)
+            if known is None:
+                self._finish(instance, job, reason="")
+            else:
+                self._settle(instance, job, known)
         return result
+
+    def known_state(self, result: dict | None) -> str | None:
+        """The state `act` has just read from libvirt, recorded as is at the end instead of
+        reading the domain back; None (the default) reads it back."""
+        return None
 
     def on_abandoned(self, job: Job) -> None:
         """Cancelled before it ran: nothing changed. A dead worker's job: the instance's
@@ -104,6 +116,22 @@ class InstanceOperation(Operation):
     @staticmethod
     def _release(instance: Instance, job: Job) -> None:
         Instance.objects.filter(pk=instance.pk, current_job_id=job.id).update(current_job=None)
+
+    @staticmethod
+    def _settle(instance: Instance, job: Job, state: str) -> None:
+        """Record the state and release the job in one write, then tell the pages."""
+        instance.state, instance.state_reason = state, ""
+        fields = {"state": state, "state_reason": "", "updated_at": timezone.now()}
+        if instance.mac_address:
+            fields["mac_address"] = instance.mac_address
+        released = Instance.objects.filter(pk=instance.pk, current_job_id=job.id).update(
+            current_job=None, **fields
+        )
+        if released:
+            instance.current_job = None
+        else:  # not this job's any more (it cannot be, jobs are exclusive): state only
+            Instance.objects.filter(pk=instance.pk).update(**fields)
+        instance_changed.send(sender=Instance, instance=instance)
 
     def _finish(self, instance: Instance, job: Job, *, reason: str | None) -> None:
         try:

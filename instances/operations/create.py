@@ -293,16 +293,16 @@ class Create(InstanceOperation):
         )
         domains.define_domain(uri, domain_xml.build_domain(spec))
         made["domain"] = True
-        instance.mac_address = mac
-        instance.save(update_fields=["mac_address", "updated_at"])
+        instance.mac_address = mac  # written with the final state (known_state)
 
         ctx.progress(75, "Starting the domain", public=True)
         domains.start_domain(uri, instance.domain_name)
-        ctx.progress(85, "Waiting for the domain to run", public=True)
-        if not wait_for(ctx, uri, instance.domain_name, {"running"}, START_TIMEOUT):
-            state = domains.domain_state(uri, instance.domain_name)
+        # libvirt's create returns once the vCPUs run: this wait almost always ends at its
+        # first read; a domain that comes up paused or slowly wakes it by its event.
+        waited = wait_for(ctx, uri, instance.domain_name, {"running"}, START_TIMEOUT)
+        if not waited:
             raise JobFailed(
-                f"The domain did not reach running within {START_TIMEOUT:g} s ({state})",
+                f"The domain did not reach running within {START_TIMEOUT:g} s ({waited.state})",
                 public=True,
             )
         return {
@@ -310,7 +310,14 @@ class Create(InstanceOperation):
             "domain_type": spec.domain_type,
             "network": network or "user",
             "notes": notes,
+            "state": waited.state,
         }
+
+    def known_state(self, result: dict | None) -> str | None:
+        # Just read from libvirt by the wait. Reading the domain back would also ask its
+        # agent and the DHCP leases for addresses, which a guest started a moment ago has
+        # not got yet (the watcher and reconcile fill them in).
+        return (result or {}).get("state")
 
     @staticmethod
     def _make_seed(uri: str, pool: str, instance: Instance, identity: dict, made: dict) -> Volume:
