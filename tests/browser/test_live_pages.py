@@ -194,7 +194,7 @@ def test_pages_apply_status_events_in_place(page, asgi_url, admin_user, test_hos
         _off_loop(metrics.record_many, metrics.INSTANCE, {web.pk: {**sample, "t": now + 5 * i}})
     # Hold the history back so the snapshot's newest sample arrives first: the chart must
     # still hold all three (an order bug once kept only the snapshot's).
-    page.route(f"**/api/v1/instances/{web.pk}/metrics/", _held_until_live)
+    page.route(f"**/api/v1/instances/{web.pk}/metrics/", _held_until_live, times=1)
     page.goto(f"{asgi_url}/instances/{web.pk}/")
     _live(page)
     _mark_window(page)
@@ -290,6 +290,13 @@ def test_member_list_follows_own_project_only(page, asgi_url, member_user, test_
     expect(page.locator("[data-new-instances]")).to_be_hidden()
     shot(page, "live-member-list")
     assert _not_reloaded(page)
+
+    # Their overview counts their instances only.
+    page.goto(f"{asgi_url}/")
+    _live(page)
+    expect(page.locator("[data-instance-total]")).to_have_text("1")
+    expect(page.locator('[data-instance-count="running"]')).to_have_text("1 running")
+    shot(page, "live-member-overview")
     assert page.js_errors == []
 
 
