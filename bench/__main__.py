@@ -8,7 +8,15 @@ import sys
 
 import django
 
-from . import bench_console, bench_guest, bench_instances, bench_load, bench_pool, bench_stats
+from . import (
+    bench_console,
+    bench_events,
+    bench_guest,
+    bench_instances,
+    bench_load,
+    bench_pool,
+    bench_stats,
+)
 
 
 def main() -> int:
@@ -25,6 +33,7 @@ def main() -> int:
         "instances": bench_instances.run,
         "load": bench_load.run,
         "stats": bench_stats.run,
+        "events": bench_events.run,
         "console": bench_console.run,
         "guest": bench_guest.run,  # a real OS under TCG, ~10 min: only when named
     }

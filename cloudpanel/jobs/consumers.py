@@ -5,9 +5,12 @@ socket's cached view of the user (admin or the projects they see). The cache is 
 when the user's access changes (a membership removed, staff or active status changed: the
 `user.<id>` group gets an "access.changed" message, see cloudpanel.projects.events; a
 sign-out or password change sends it too) and at least every RECHECK_SECONDS in case such a
-message was lost. Each check also reads the socket's session afresh: a signed-out or
-rotated session ends the socket. A socket that lost access is closed; the browser
-reconnects and gets what the user may see now.
+message was lost: by a timer of the socket (its first run at a random point of the period,
+so a thousand sockets opened together do not all read the database together, least of all
+in the way of one event), and before an event if the cache is older than that anyway. Each
+check also reads the socket's session afresh: a signed-out or rotated session ends the
+socket. A socket that lost access is closed; the browser reconnects and gets what the user
+may see now.
 
 AccessCheckedConsumer holds that mechanism for every socket that streams project objects
 (this one and cloudpanel.live.consumers.StatusConsumer).
@@ -15,9 +18,14 @@ AccessCheckedConsumer holds that mechanism for every socket that streams project
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
+import weakref
 from importlib import import_module
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -29,7 +37,16 @@ from cloudpanel.projects.access import job_event_visible, visible_project_ids
 from .events import job_to_event
 from .selectors import job_list_for
 
+log = logging.getLogger(__name__)
+
 RECHECK_SECONDS = 30.0
+# Group joins and leaves in flight at once per event loop (process). channels-redis takes a
+# connection from a pool of 100 (redis-py) for each and fails past it: a thousand browsers
+# reconnecting after a restart, or leaving together, would otherwise get errors, and a
+# socket that could not leave its groups stays in them (its buffer, up to the layer's
+# capacity, kept in the process for nothing).
+LAYER_CONCURRENCY = 32
+_layer_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 CLOSE_SIGNED_OUT = 4401
 CLOSE_ACCESS_LOST = 4403  # the client reconnects and gets its current access
 CLOSE_NOT_FOUND = 4404  # the client stops: the job is not (or no more) the user's to see
@@ -37,6 +54,14 @@ CLOSE_NOT_FOUND = 4404  # the client stops: the job is not (or no more) the user
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"
+
+
+def _layer_gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _layer_gates.get(loop)
+    if gate is None:
+        gate = _layer_gates[loop] = asyncio.Semaphore(LAYER_CONCURRENCY)
+    return gate
 
 
 class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
@@ -73,9 +98,11 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse(code)
             return
         self.checked_at = time.monotonic()
+        self._rechecking = asyncio.Lock()
         for group in self.wanted_groups():
             await self._join(group)
         await self.accept()
+        self._plan_recheck(RECHECK_SECONDS * random.uniform(0.1, 1.0))
         await self.opened(extra)
 
     # Hooks
@@ -109,8 +136,19 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
 
     # The mechanism
 
+    async def dispatch(self, message):
+        # Channels (4.2+) closes old database connections before every handler, in a trip
+        # to the one database thread: one trip per socket per event, all in a row, which
+        # made an event take a second to reach a thousand sockets. Every database read here
+        # goes through database_sync_to_async, which closes them itself, so it is skipped.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def _join(self, group: str) -> None:
-        await self.channel_layer.group_add(group, self.channel_name)
+        async with _layer_gate():
+            await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined.append(group)
 
     @database_sync_to_async
@@ -150,14 +188,42 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
     async def _shut(self, code: int) -> bool:
         if not self.closing:
             self.closing = True  # nothing more is sent, even before the disconnect arrives
+            self._stop_rechecks()
             await self.before_close()
             await self.close(code=code)
         return False
 
+    def _plan_recheck(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._recheck_timer = loop.call_later(max(delay, 0.5), self._recheck_due)
+
+    def _recheck_due(self) -> None:
+        if not self.closing:
+            self._recheck_task = asyncio.ensure_future(self._timed_recheck())
+
+    async def _timed_recheck(self) -> None:
+        if await self._recheck():
+            self._plan_recheck(RECHECK_SECONDS * random.uniform(0.9, 1.0))
+
+    def _stop_rechecks(self) -> None:
+        for name in ("_recheck_timer", "_recheck_task"):
+            pending = getattr(self, name, None)
+            if pending is not None and pending is not asyncio.current_task():
+                pending.cancel()
+
     async def _recheck(self) -> bool:
         """Refresh the cached access; close the socket if it lost any. False when closed."""
-        access = await self._access()
+        started = time.monotonic()
+        async with self._rechecking:  # one read at a time; one begun since ours will do
+            if self.closing:
+                return False
+            if self.checked_at >= started:
+                return True
+            return await self._reread_access()
+
+    async def _reread_access(self) -> bool:
         self.checked_at = time.monotonic()
+        access = await self._access()
         if access is None:
             return await self._shut(CLOSE_SIGNED_OUT)
         admin, projects, extra = access
@@ -179,9 +245,14 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
         return True
 
     async def disconnect(self, code):
-        for group in getattr(self, "groups_joined", None) or []:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        self.groups_joined = []
+        self._stop_rechecks()
+        groups, self.groups_joined = getattr(self, "groups_joined", None) or [], []
+        for group in groups:
+            try:
+                async with _layer_gate():
+                    await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as exc:  # Redis down: the group's expiry drops the member
+                log.warning("could not leave %s: %s", group, exc)
 
     async def access_changed(self, event):
         if not self.closing:
