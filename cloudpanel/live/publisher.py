@@ -17,6 +17,7 @@ Message types (the channel layer's "type" names the consumer's handler):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -49,35 +50,88 @@ async def apublish(groups: list[str], message: dict) -> None:
         log.warning("could not publish %s: %s", message.get("type"), exc)
 
 
-PUBLISH_TIMEOUT = 5.0
+MAX_PENDING = 10_000  # messages waiting for Redis before new ones are dropped (Redis stuck)
 
 
-class _Loop:
-    """One event loop thread per process for a Redis layer. async_to_sync in a thread with no
-    loop of its own (a Celery worker) makes a new loop, so a new Redis connection, for every
-    message: about 10 ms each, several per job. Here the layer's connection stays open."""
+class _Sender:
+    """Messages from sync code, in order, through one event loop thread per process.
+
+    async_to_sync in a thread with no loop of its own (a Celery worker) makes a new loop, so
+    a new Redis connection, for every message: about 10 ms each, several per job. Here the
+    layer's connection stays open, and the caller does not wait: a job's progress is in the
+    database already, and a job should not stall on the thread hop or Redis (under load
+    that wait was 10-100 ms a message). One queue drained by one task keeps the order."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
+        self._pending = 0
 
-    def run(self, coro, timeout: float):
+    def _ensure_started(self) -> None:
+        # Under self._lock. First use, or a forked child: a loop and queue of its own.
+        if self._pid == os.getpid():
+            return
+        self._loop, self._queue, self._pending = asyncio.new_event_loop(), asyncio.Queue(), 0
+        threading.Thread(
+            target=self._loop.run_until_complete,
+            args=(self._drain(self._queue),),
+            name="live-publisher",
+            daemon=True,
+        ).start()
+        if self._pid is None:
+            atexit.register(self.flush, 2.0)  # what was queued goes out before exit
+        self._pid = os.getpid()
+
+    async def _drain(self, queue: asyncio.Queue) -> None:
+        while True:
+            groups, message, done = await queue.get()
+            try:
+                if message is not None:
+                    await apublish(groups, message)  # never raises
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                if done is not None:
+                    done.set()
+
+    def _put(self, item: tuple) -> bool:
         with self._lock:
-            if self._pid != os.getpid():  # first use, or a forked child: a loop of its own
-                self._loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=self._loop.run_forever, name="live-publisher", daemon=True
-                ).start()
-                self._pid = os.getpid()
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+            self._ensure_started()
+            if item[1] is not None and self._pending >= MAX_PENDING:
+                return False
+            self._pending += 1
+            loop, queue = self._loop, self._queue
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+        return True
+
+    def send(self, groups: list[str], message: dict) -> None:
+        if not self._put((groups, message, None)):
+            log.warning("publisher: %d messages wait for Redis; dropped %s", MAX_PENDING,
+                        message.get("type"))  # fmt: skip
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every message sent before has been published (or given up on)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return True
+        done = threading.Event()
+        self._put(([], None, done))
+        return done.wait(timeout)
 
 
-_loop = _Loop()
+_sender = _Sender()
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait for this process's queued messages to reach the channel layer (tests, exits)."""
+    return _sender.flush(timeout)
 
 
 def publish(groups: list[str], message: dict) -> None:
-    """Send `message` to every group in one event loop (one Redis connection)."""
+    """Send `message` to every group, in order with this process's other messages; returns
+    at once with a Redis layer (sent by the publisher thread), never raises."""
     layer = get_channel_layer()
     if layer is None:
         return
@@ -85,7 +139,7 @@ def publish(groups: list[str], message: dict) -> None:
         if type(layer).__module__.startswith("channels_redis"):
             # Through Redis, any loop reaches every consumer; an in-memory layer's queues
             # belong to the caller's loop, so it keeps async_to_sync.
-            _loop.run(apublish(groups, message), PUBLISH_TIMEOUT)
+            _sender.send(groups, message)
         else:
             async_to_sync(apublish)(groups, message)
     except Exception as exc:
