@@ -626,6 +626,12 @@
     });
     this.root.setAttribute("data-points", String(points));
     each("[data-metrics-empty]", function (el) { el.hidden = points > 0; }, this.root);
+    // No samples, no empty axes: the charts show with the first sample, at their real width.
+    var grid = this.root.querySelector("[data-chart-grid]");
+    if (grid && grid.hidden === points > 0) {
+      grid.hidden = points === 0;
+      this.resize();
+    }
     var latest = this.root.querySelector("[data-metrics-latest]");
     if (latest && this.xs.length) {
       latest.textContent = "Last sample " + new Date(this.xs[this.xs.length - 1] * 1000).toLocaleTimeString() +
