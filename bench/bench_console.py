@@ -49,7 +49,7 @@ from .common import percentile
 
 ROUNDS = int(os.environ.get("BENCH_CONSOLE_ROUNDS", "7"))
 FRAMES = {"synthetic": 24, "qemu": 6}  # full frames per round and path
-PROBES = 300  # round trips per round and path
+PROBES = int(os.environ.get("BENCH_CONSOLE_PROBES", "300"))  # round trips per round and path
 # Which servers to run (the QEMU one needs the lab): "synthetic,qemu" by default.
 SERVERS = os.environ.get("BENCH_CONSOLE_SERVERS", "synthetic,qemu").split(",")
 START_TIMEOUT = 60.0
