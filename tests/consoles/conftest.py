@@ -56,3 +56,35 @@ async def receive_until(
         got += message.get("bytes") or (message.get("text") or "").encode()
         assert len(got) < limit, f"{wanted!r} not in the first {limit} bytes: {got[-300:]!r}"
     return got
+
+
+@pytest.fixture
+def uvicorn_port(transactional_db):
+    """The project's ASGI app under uvicorn (the Procfile's WebSocket options), in a thread:
+    real sockets, so flow control is the real one."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        "cloudpanel.asgi:application", host="127.0.0.1", port=port, lifespan="off",
+        log_level="warning", ws="websockets", ws_per_message_deflate=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-consoles", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
