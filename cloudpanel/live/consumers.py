@@ -11,9 +11,16 @@ A slow client never holds the server up nor grows its memory: handlers only put 
 a bounded queue (settings.STATUS_SOCKET_QUEUE) that one sender task per socket drains into
 the socket. When the queue is full, everything queued is dropped and a fresh snapshot
 ("resync": true) takes its place: at most one is ever pending, and it is read when the
-sender gets to it, so it is as new as can be. Because handlers never wait on the socket,
-the socket's channel is drained at once and channels-redis' per-channel capacity (messages
-beyond it dropped silently) is not what a slow client runs into.
+sender gets to it, so it is as new as can be.
+
+channels-redis has two bounds of its own (its "capacity", 100), both dropping silently:
+the one Redis list of each server process (all its sockets' messages: group_send skips a
+full list), and each socket's buffer in the process (the oldest message goes). Because
+handlers never wait on the socket, a socket's buffer drains as fast as the event loop runs
+and a slow client shows here, where it becomes a resync rather than a silent gap. What is
+left is a process that falls more than 100 messages behind as a whole (CPU starved): its
+sockets then miss messages without knowing; a larger capacity in CHANNEL_LAYERS, or
+sequence numbers in the published messages, would close that.
 """
 
 from __future__ import annotations
