@@ -12,9 +12,11 @@ import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
+from importlib import import_module
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
 from cloudpanel import virt
 from cloudpanel.errors import Conflict
@@ -157,12 +159,22 @@ def console_open_check(*, user, ticket: str, instance_uuid) -> ConsoleTarget:
     )
 
 
-def console_still_allowed(target: ConsoleTarget) -> bool:
-    """Checked again while a console stays open: the user active and still allowed to act
-    on the instance, which still exists."""
+def console_still_allowed(target: ConsoleTarget, session_key: str | None = None) -> bool:
+    """Checked again while a console stays open: the user active, still signed in with the
+    session the socket opened with (not signed out, nor from before a password change),
+    and still allowed to act on the instance, which still exists."""
     user = get_user_model().objects.filter(pk=target.user_id, is_active=True).first()
+    if user is None or (session_key and not _session_is_users(session_key, user)):
+        return False
     instance = Instance.objects.select_related("project").filter(pk=target.instance_id).first()
-    return bool(user and instance and access.can_act(user, instance.project))
+    return bool(instance and access.can_act(user, instance.project))
+
+
+def _session_is_users(session_key: str, user) -> bool:
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key).load()
+    return data.get(SESSION_KEY) == str(user.pk) and constant_time_compare(
+        data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+    )
 
 
 def _is_loopback(address: str) -> bool:

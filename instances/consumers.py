@@ -173,7 +173,10 @@ class _ConsoleConsumer(AsyncConsumer):
     async def _watch_access(self) -> None:
         while True:
             await asyncio.sleep(RECHECK_SECONDS)
-            allowed = await database_sync_to_async(consoles.console_still_allowed)(self.target)
+            session_key = getattr(self.scope.get("session"), "session_key", None)
+            allowed = await database_sync_to_async(consoles.console_still_allowed)(
+                self.target, session_key
+            )
             if not allowed:
                 log.info(
                     "%s console of %s closed: user %s lost access",

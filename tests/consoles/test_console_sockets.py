@@ -189,6 +189,40 @@ async def test_an_admin_opens_any_console(world, admin_user):
     await socket.disconnect()
 
 
+async def _closed_with(socket) -> int:
+    while True:
+        message = await socket.receive_output(20)
+        if message["type"] == "websocket.close":
+            return message["code"]
+
+
+async def test_an_open_console_closes_when_access_is_lost(world, monkeypatch):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.05)
+    ticket = await _ticket(world["users"]["alice"], world["vm1"])
+    socket, connected, _ = await open_socket(ticket["path"], world["cookies"]["alice"])
+    assert connected
+    await receive_until(socket, BANNER)
+    await sync_to_async(
+        Membership.objects.filter(user=world["users"]["alice"], project=world["a"]).delete
+    )()
+    assert await _closed_with(socket) == 4403
+    await socket.disconnect()
+
+
+async def test_an_open_console_closes_when_its_session_signs_out(world, monkeypatch):
+    from django.contrib.sessions.models import Session
+
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.05)
+    ticket = await _ticket(world["users"]["alice"], world["vm1"])
+    socket, connected, _ = await open_socket(ticket["path"], world["cookies"]["alice"])
+    assert connected
+    await receive_until(socket, BANNER)
+    key = world["cookies"]["alice"].decode().split("=", 1)[1]
+    await sync_to_async(Session.objects.filter(session_key=key).delete)()  # signed out
+    assert await _closed_with(socket) == 4403
+    await socket.disconnect()
+
+
 # ---- refusals -----------------------------------------------------------------------------------
 
 
