@@ -86,12 +86,11 @@ class InstanceOperation(Operation):
             else:
                 self._finish(instance, job, reason=f"{self.kind} failed: {exc}")
             raise
-        if Instance.objects.filter(pk=instance.pk).exists():
-            known = self.known_state(result)
-            if known is None:
-                self._finish(instance, job, reason="")
-            else:
-                self._settle(instance, job, known)
+        known = self.known_state(result)
+        if known is not None:
+            self._settle(instance, job, known)  # a row deleted meanwhile updates nothing
+        elif Instance.objects.filter(pk=instance.pk).exists():
+            self._finish(instance, job, reason="")
         return result
 
     def known_state(self, result: dict | None) -> str | None:
@@ -129,8 +128,8 @@ class InstanceOperation(Operation):
         )
         if released:
             instance.current_job = None
-        else:  # not this job's any more (it cannot be, jobs are exclusive): state only
-            Instance.objects.filter(pk=instance.pk).update(**fields)
+        elif not Instance.objects.filter(pk=instance.pk).update(**fields):
+            return  # deleted meanwhile: nothing to tell
         instance_changed.send(sender=Instance, instance=instance)
 
     def _finish(self, instance: Instance, job: Job, *, reason: str | None) -> None:

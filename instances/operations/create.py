@@ -286,16 +286,16 @@ class Create(InstanceOperation):
             metadata={"instance": str(instance.pk), "project": instance.project.name},
             firmware=image.firmware or "bios",
         )
+        # One step for both: defining takes milliseconds, and every step is a database
+        # write and a broadcast.
         ctx.progress(
             60,
-            f"Defining domain {instance.domain_name} ({spec.domain_type})",
-            public="Defining the virtual machine",
+            f"Defining and starting domain {instance.domain_name} ({spec.domain_type})",
+            public="Defining the virtual machine and starting it",
         )
         domains.define_domain(uri, domain_xml.build_domain(spec))
         made["domain"] = True
         instance.mac_address = mac  # written with the final state (known_state)
-
-        ctx.progress(75, "Starting the domain", public=True)
         domains.start_domain(uri, instance.domain_name)
         # libvirt's create returns once the vCPUs run: this wait almost always ends at its
         # first read; a domain that comes up paused or slowly wakes it by its event.
