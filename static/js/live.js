@@ -27,6 +27,7 @@
   ].join(",");
 
   var known = { instances: {}, hosts: {}, jobs: {} };
+  var applyingSnapshot = false; // counts are made once at its end, not once per row
 
   function each(selector, fn, root) {
     Array.prototype.forEach.call((root || document).querySelectorAll(selector), fn);
@@ -116,28 +117,48 @@
     return view.state_display || view.state;
   }
 
-  function setBadge(el, cls, text, title) {
-    var changed = el.textContent !== text;
-    el.className = "badge dot " + cls;
-    if (changed) {
-      // A short halo where the page changed by itself (restarted by reading offsetWidth).
-      void el.offsetWidth;
-      el.classList.add("live-changed");
+  /*
+   * The instance elements of the page by id, collected once: the server renders them and
+   * nothing here adds any, and one attribute query per instance per event made a 1,000-row
+   * snapshot cost seconds.
+   */
+  var pageIndex = null;
+  function indexed(kind, id) {
+    if (!pageIndex) {
+      pageIndex = { badge: {}, row: {}, detail: {} };
+      var add = function (map, key, el) { (map[key] = map[key] || []).push(el); };
+      each("[data-instance-state]", function (el) { add(pageIndex.badge, el.getAttribute("data-instance-state"), el); });
+      each("tr[data-instance-id]", function (el) { add(pageIndex.row, el.getAttribute("data-instance-id"), el); });
+      each("[data-instance-detail]", function (el) { add(pageIndex.detail, el.getAttribute("data-instance-detail"), el); });
     }
+    return pageIndex[kind][String(id)] || [];
+  }
+
+  function setBadge(el, cls, text, title) {
+    var base = "badge dot " + cls;
+    var changed = el.className.replace(/\s*live-changed\b/, "") !== base ||
+      el.textContent !== text || (el.getAttribute("title") || "") !== (title || "");
+    if (!changed) return; // writing the same again would still cost a style pass
+    el.className = base;
     el.textContent = text;
     if (title) el.setAttribute("title", title);
     else el.removeAttribute("title");
+    // A short halo where the page changed by itself; added two frames later so that it
+    // restarts, without forcing a layout per badge.
+    window.requestAnimationFrame(function () {
+      window.requestAnimationFrame(function () { el.classList.add("live-changed"); });
+    });
   }
 
   function markGone(id, label, title) {
-    each('[data-instance-state="' + id + '"]', function (badge) {
+    indexed("badge", id).forEach(function (badge) {
       setBadge(badge, "state-deleted", label, title);
     });
-    each('tr[data-instance-id="' + id + '"]', function (row) {
+    indexed("row", id).forEach(function (row) {
       row.classList.add("is-gone");
       row.setAttribute("data-gone", "");
     });
-    each('[data-instance-detail="' + id + '"]', function (root) {
+    indexed("detail", id).forEach(function (root) {
       root.setAttribute("data-gone", "");
       each("[data-instance-gone]", function (el) { el.hidden = false; });
       each(".instance-actions button, [data-instance-console]", function (el) {
@@ -157,17 +178,20 @@
     }
     known.instances[id] = view;
     var failed = view.state === "error" || view.state === "missing";
-    each('[data-instance-state="' + id + '"]', function (badge) {
+    indexed("badge", id).forEach(function (badge) {
       setBadge(badge, "state-" + view.state, stateLabel(view), view.state_reason);
     });
-    var rows = document.querySelectorAll('tr[data-instance-id="' + id + '"]');
-    Array.prototype.forEach.call(rows, function (row) {
-      row.classList.remove("is-gone");
-      row.removeAttribute("data-gone");
+    var rows = indexed("row", id);
+    rows.forEach(function (row) {
+      if (row.hasAttribute("data-gone")) {
+        row.classList.remove("is-gone");
+        row.removeAttribute("data-gone");
+      }
+      var reason = failed ? view.state_reason || "" : "";
       each("[data-instance-reason]", function (el) {
-        el.textContent = failed ? view.state_reason || "" : "";
-        el.setAttribute("title", failed ? view.state_reason || "" : "");
-        el.hidden = !(failed && view.state_reason);
+        if (el.textContent !== reason) el.textContent = reason;
+        if (el.getAttribute("title") !== reason) el.setAttribute("title", reason);
+        if (el.hidden !== !reason) el.hidden = !reason;
       }, row);
       showJobInRow(row, view.current_job);
     });
@@ -208,7 +232,7 @@
    * it (data-reload-on-finish), so the state changes the job makes only move the badge.
    */
   function checkDetail(view) {
-    var root = document.querySelector('[data-instance-detail="' + view.id + '"]');
+    var root = indexed("detail", view.id)[0];
     if (!root) return;
     if (root.hasAttribute("data-gone")) {
       reloadOnce(); // back in sight (a snapshot after access returned): render it afresh
@@ -239,7 +263,7 @@
 
   function countInstances() {
     var box = document.querySelector("[data-instance-counts]");
-    if (!box || !box.hasAttribute("data-ready")) return;
+    if (applyingSnapshot || !box || !box.hasAttribute("data-ready")) return;
     var counts = {};
     var labels = {};
     var total = 0;
@@ -313,7 +337,7 @@
 
   function countHosts() {
     var box = document.querySelector("[data-host-counts]");
-    if (!box || !box.hasAttribute("data-ready")) return;
+    if (applyingSnapshot || !box || !box.hasAttribute("data-ready")) return;
     var counts = { online: 0 };
     var labels = { online: "online" };
     var total = 0;
@@ -365,6 +389,19 @@
   // ---- messages --------------------------------------------------------------------------
 
   function applySnapshot(data) {
+    applyingSnapshot = true;
+    try {
+      applySnapshotRows(data);
+    } finally {
+      applyingSnapshot = false;
+    }
+    // The counts are the snapshot's from now on (before it, the server's rendering stays).
+    each("[data-host-counts], [data-instance-counts]", function (el) { el.setAttribute("data-ready", ""); });
+    countHosts();
+    countInstances();
+  }
+
+  function applySnapshotRows(data) {
     var seen = {};
     known.instances = {};
     (data.instances || []).forEach(function (view) {
@@ -384,10 +421,6 @@
     catchUpJobs(active);
     known.hosts = {};
     (data.hosts || []).forEach(applyHost);
-    // The counts are the snapshot's from now on (before it, the server's rendering stays).
-    each("[data-host-counts], [data-instance-counts]", function (el) { el.setAttribute("data-ready", ""); });
-    countHosts();
-    countInstances();
     var metrics = data.metrics || {};
     var byInstance = metrics.instances || {};
     Object.keys(byInstance).forEach(function (id) { charts.sample("instance", id, byInstance[id]); });
@@ -663,5 +696,6 @@
     CP.socket = openStatus("/ws/status/", onMessage);
   });
 
-  CP.live = { known: known, charts: charts, formatBytes: formatBytes };
+  // apply(frame): what the socket does with a frame, for a console or a test to replay.
+  CP.live = { known: known, charts: charts, formatBytes: formatBytes, apply: onMessage };
 })();
