@@ -78,7 +78,7 @@ def _seed() -> tuple[str, list]:
     Instance.objects.bulk_create(
         Instance(name=f"vm{i:04d}", project=project, owner=admin, flavor=flavor, host=host,
                  domain_name=f"cp-{i}", state="running")
-        for i in range(INSTANCES)
+        for i in range(max(INSTANCES, EVENTS))  # each event of a row changes another one
     )  # fmt: skip
     client = Client()
     client.force_login(admin)
@@ -147,7 +147,8 @@ class Clients:
         self.sockets: list = []
         self.readers: list[asyncio.Task] = []
         self.snapshots = 0
-        self.arrivals: dict[int, list[float]] = {}  # instance id -> receive times
+        self.arrivals: dict[int, list[float]] = {}  # instance id -> first receive times
+        self.duplicates = 0  # frames a socket got again (channels-redis: at least once)
         self.changed = asyncio.Event()
 
     async def _open_one(self, gate: asyncio.Semaphore):
@@ -179,13 +180,18 @@ class Clients:
     async def _read(self, socket) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        seen: set[tuple[int, str]] = set()
         with contextlib.suppress(ConnectionClosed):
             async for raw in socket:
                 now = time.perf_counter()
                 if len(raw) > 4096 or not raw.startswith('{"type": "instance"'):
                     continue
-                instance_id = json.loads(raw)["instance"]["id"]
-                self.arrivals.setdefault(instance_id, []).append(now)
+                view = json.loads(raw)["instance"]
+                if (view["id"], view["state"]) in seen:
+                    self.duplicates += 1
+                    continue
+                seen.add((view["id"], view["state"]))
+                self.arrivals.setdefault(view["id"], []).append(now)
                 self.changed.set()
 
     async def wait_all(self, instance_id: int, count: int, timeout: float) -> None:
@@ -247,6 +253,7 @@ async def _measure(port: int, cookie: str, instances: list, count: int, server) 
         "expected": count * EVENTS,
         "connect_seconds": connect_seconds,
         "rss_delta": rss_after - rss_before,
+        "duplicates": clients.duplicates,
         "server_cpu": server_cpu,
         "client_cpu": client_cpu,
     }
@@ -283,7 +290,7 @@ def run() -> None:
           f"clients: websockets in this process, on {os.cpu_count()} CPUs shared with the "
           "server")  # fmt: skip
     print(
-        f"{'clients':>8} {'proc':>5} {'delivered':>12} {'p50':>9} {'p95':>9} {'max':>9} "
+        f"{'clients':>8} {'proc':>5} {'delivered':>12} {'dup':>4} {'p50':>9} {'p95':>9} {'max':>9} "
         f"{'p95/1':>7} {'connect':>9} {'RSS/socket':>11} {'srv cpu/ev':>11} {'cli cpu/ev':>11}"
     )
     base_p95 = None
@@ -295,14 +302,16 @@ def run() -> None:
         per_socket = row["rss_delta"] / row["clients"] / 1024
         print(
             f"{row['clients']:>8} {row['processes']:>5} "
-            f"{row['delivered']:>6}/{row['expected']:<5} {p50:>7.1f}ms {p95:>7.1f}ms "
+            f"{row['delivered']:>6}/{row['expected']:<5} {row['duplicates']:>4} "
+            f"{p50:>7.1f}ms {p95:>7.1f}ms "
             f"{top:>7.1f}ms {p95 / base_p95:>6.1f}x {row['connect_seconds']:>8.1f}s "
             f"{per_socket:>8.1f}KiB {row['server_cpu'] / EVENTS * 1000:>9.1f}ms "
             f"{row['client_cpu'] / EVENTS * 1000:>9.1f}ms"
         )
     print("(RSS/socket: server RSS with the clients connected and idle, minus before, over N;"
-          " noise at N=1. cpu/ev: CPU time of the server's processes and of this client "
-          "process per event)")  # fmt: skip
+          " noise at N=1. dup: frames a socket got twice (channels-redis delivers at least once). "
+          "cpu/ev: CPU time of the server's processes and of this client process during the "
+          "events, per event, background work such as access re-checks included)")  # fmt: skip
     print(f"machine load average during the run: {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")  # fmt: skip
     for row in results:
