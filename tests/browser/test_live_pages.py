@@ -300,6 +300,26 @@ def test_member_list_follows_own_project_only(page, asgi_url, member_user, test_
     assert page.js_errors == []
 
 
+def test_signing_out_elsewhere_stops_the_socket(page, asgi_url, admin_user, test_host):
+    """Signed out in another tab: the server closes the socket with 4401 and the page stops
+    (no reconnect loop against a session that is gone) and says so."""
+    from playwright.sync_api import expect
+
+    browser_login(page, asgi_url)
+    page.goto(f"{asgi_url}/hosts/")
+    _live(page)
+    other = page.context.new_page()
+    other.goto(f"{asgi_url}/")
+    other.click("details.usermenu summary")
+    other.get_by_role("button", name="Log out").click()
+    expect(other).to_have_url(f"{asgi_url}/login/")
+    indicator = page.locator("[data-live-indicator]")
+    expect(indicator).to_have_attribute("data-state", "closed", timeout=LIVE)
+    expect(indicator).to_have_text("Signed out")
+    assert page.evaluate("CloudPanel.socket.connected()") is False
+    assert page.js_errors == []
+
+
 # ---- the real watcher on a real lab host ---------------------------------------------------
 
 
