@@ -61,7 +61,7 @@ def _ticket(scope) -> str:
 
 
 class _ConsoleConsumer(AsyncConsumer):
-    channel_layer_alias = None  # a console never touches the channel layer (nor Redis)
+    channel_layer_alias = None  # no channel layer: Redis only redeems the ticket
     kind = ""
 
     async def __call__(self, scope, receive, send):
@@ -84,6 +84,10 @@ class _ConsoleConsumer(AsyncConsumer):
                 exc,
             )
             await send({"type": "websocket.close", "code": exc.code})
+            return
+        except Exception:  # Redis or the database down, a bug: refused all the same
+            log.exception("%s console failed to open from %s", self.kind, _client_address(scope))
+            await send({"type": "websocket.close", "code": consoles.CLOSE_UNAVAILABLE})
             return
         self.target = target
         self.started = time.monotonic()
