@@ -4,7 +4,7 @@ Three paths to the same VNC server, side by side in one run, rounds interleaved:
 - direct: a TCP connection to the VNC server;
 - websockify: websockify (PyPI) as a subprocess on 127.0.0.1, targeting that server;
 - ours: the panel's /ws/instances/<uuid>/console/ socket, served by a real uvicorn process
-  (the Procfile's options: --ws websockets, one worker) on cloudpanel.asgi:application,
+  (the WebSocket options of the Procfile's web line, one worker) on cloudpanel.asgi:application,
   with a real session cookie and a fresh ticket per connection; the proxy finds the VNC
   server in the live domain XML as in production.
 
@@ -537,6 +537,7 @@ def run() -> None:
         print(f"\n== {title}: skipped ({problem})")
         return
     from django.conf import settings
+    from django.db import connections
 
     from cloudpanel import virt
     from lab import Lab, ensure_kvm_device
@@ -605,7 +606,8 @@ def run() -> None:
             virt.get_pool().close()
         if lab is not None:
             lab.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        connections.close_all()
+        shutil.rmtree(BENCH_DIR, ignore_errors=True)  # named after this process: ours
 
 
 if __name__ == "__main__":
