@@ -35,6 +35,7 @@ class EchoServer:
 
     def __init__(self):
         self.connections = 0
+        self.ended = 0  # connections the proxy closed
         self.server = None
         self.writers: list[asyncio.StreamWriter] = []
 
@@ -50,6 +51,7 @@ class EchoServer:
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+        self.ended += 1
         writer.close()
 
     async def stop(self):
@@ -161,6 +163,20 @@ async def test_the_socket_closes_when_the_vnc_server_goes(world, echo_server):
     message = await socket.receive_output(20)
     assert message == {"type": "websocket.close", "code": 1000}
     await socket.disconnect()
+
+
+async def test_the_vnc_connection_closes_when_the_browser_goes(world, echo_server):
+    ticket = await _ticket(world["users"]["alice"], world["vm1"])
+    socket, connected, _ = await open_socket(ticket["path"], world["cookies"]["alice"])
+    assert connected
+    await receive_until(socket, BANNER)
+    assert echo_server.ended == 0
+    await socket.disconnect()
+    for _ in range(2000):  # the proxy closes its TCP connection: the server reads its end
+        if echo_server.ended:
+            break
+        await asyncio.sleep(0.01)
+    assert echo_server.ended == 1
 
 
 async def test_no_channel_layer_is_used(world, settings):
