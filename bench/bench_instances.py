@@ -52,7 +52,6 @@ _MARK = "CLOUDPANEL_BENCH_DATABASE_URL"  # what isolate_environment() chose
 
 ROUNDS = int(os.environ.get("BENCH_INSTANCE_ROUNDS", "12"))  # measured, per host type
 WARMUP_ROUNDS = 1
-POLL = 0.002  # seconds between job status reads (the wall times' resolution)
 JOB_TIMEOUT = 120.0
 WORKER_START_TIMEOUT = 30.0
 
@@ -247,23 +246,55 @@ def _expect(response, status: int, what: str) -> dict:
 
 
 def _wait_job(job_id: int, what: str):
-    """Poll the job row until it ends; returns it, raises unless it succeeded."""
+    """Wait for the job to end, woken by its own broadcast (the job.<id> group, as a page
+    would be): no polling that would take CPU from the worker and QEMU while they work.
+    The row is read after joining the group, so an end before that is not missed, and again
+    every FALLBACK_READ in case a broadcast is lost. Returns it, raises unless it succeeded."""
+    from asgiref.sync import async_to_sync
+
     from cloudpanel.jobs.models import Job
 
-    deadline = time.perf_counter() + JOB_TIMEOUT
-    while True:
-        status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
-        if status in Job.FINISHED:
-            break
-        if status is None:
-            raise BenchError(f"{what}: job {job_id} vanished")
-        if time.perf_counter() > deadline:
-            raise BenchError(f"{what}: job {job_id} still {status} after {JOB_TIMEOUT:g} s")
-        time.sleep(POLL)
+    async_to_sync(_await_job)(job_id, what)
     job = Job.objects.get(pk=job_id)
     if job.status != Job.Status.SUCCEEDED:
         raise BenchError(f"{what}: job {job_id} {job.status}: {job.error}\n{job.log}")
     return job
+
+
+FALLBACK_READ = 0.5
+
+
+async def _await_job(job_id: int, what: str) -> None:
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+
+    from cloudpanel.jobs.models import Job
+
+    def status() -> str | None:
+        return Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+
+    read = sync_to_async(status)  # thread-sensitive: the caller's thread and connection
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = f"job.{job_id}"
+    await layer.group_add(group, channel)
+    try:
+        deadline = time.perf_counter() + JOB_TIMEOUT
+        current = await read()
+        while current not in Job.FINISHED:
+            if current is None:
+                raise BenchError(f"{what}: job {job_id} vanished")
+            if time.perf_counter() > deadline:
+                raise BenchError(f"{what}: job {job_id} still {current} after {JOB_TIMEOUT:g} s")
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), FALLBACK_READ)
+                current = message["job"]["status"]
+            except TimeoutError:
+                current = await read()
+    finally:
+        await layer.group_discard(group, channel)
 
 
 class Bench:
