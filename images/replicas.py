@@ -40,6 +40,9 @@ def replica_volume_name(image: Image) -> str:
 
 def _claim_replica(image: Image, host: Host, pool: str, volume: str):
     """(replica, claimed): claimed means this caller must copy; otherwise it is usable."""
+    existing = ImageReplica.objects.filter(image=image, host=host, pool=pool).first()
+    if existing is not None:  # the usual case: no write transaction (a lock) to find it
+        return existing, False
     try:
         with transaction.atomic():
             replica = ImageReplica.objects.create(
