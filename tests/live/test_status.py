@@ -124,12 +124,12 @@ async def open_status(cookie: bytes, origin: bytes | None = ORIGIN):
     if origin is not None:
         headers.append((b"origin", origin))
     socket = WebsocketCommunicator(application, "/ws/status/", headers=headers)
-    connected, code = await socket.connect()
+    connected, code = await socket.connect(timeout=10)
     return socket, connected, code
 
 
 async def frame(socket) -> tuple[dict, str]:
-    raw = await socket.receive_from(timeout=5)
+    raw = await socket.receive_from(timeout=15)
     return json.loads(raw), raw
 
 
@@ -275,7 +275,7 @@ async def test_membership_removed_closes_the_socket_and_nothing_follows(world, m
     await frame(socket)
     await sync_to_async(membership_remove)(project=world["a"], user=member_user)
     await sync_to_async(broadcast_instance)(world["a1"])  # published after the removal
-    closed = await socket.receive_output(timeout=5)
+    closed = await socket.receive_output(timeout=15)
     assert closed == {"type": "websocket.close", "code": job_consumers.CLOSE_ACCESS_LOST}
     assert await socket.receive_nothing()
     await socket.disconnect()
@@ -296,7 +296,7 @@ async def test_a_lost_revoke_message_is_caught_by_the_per_event_recheck(
     await raw_delete()
     monkeypatch.setattr(job_consumers, "RECHECK_SECONDS", -1.0)  # every event re-reads access
     await sync_to_async(publish_metrics)(world, 130.0)
-    closed = await socket.receive_output(timeout=5)
+    closed = await socket.receive_output(timeout=15)
     assert closed == {"type": "websocket.close", "code": job_consumers.CLOSE_ACCESS_LOST}
     assert await socket.receive_nothing()
     await socket.disconnect()
@@ -314,7 +314,7 @@ async def test_signing_out_ends_the_socket(world):
         assert client.post("/logout/").status_code == 302
 
     await sign_out()
-    closed = await socket.receive_output(timeout=5)
+    closed = await socket.receive_output(timeout=15)
     assert closed == {"type": "websocket.close", "code": job_consumers.CLOSE_SIGNED_OUT}
     await socket.disconnect()
 
