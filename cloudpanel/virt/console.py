@@ -82,11 +82,16 @@ class SerialConsole:
         self._stream = stream
         self._loop = loop
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        # Writable until a send says otherwise: only then is the WRITABLE event wanted (a
+        # stream that can take data fires it without end).
         self._writable = asyncio.Event()
+        self._writable.set()
+        self._want_write = False
         self._lock = threading.Lock()  # the event thread and the loop both touch the stream
         self._closed = False
         self._reading = True
         self._eof = False
+        self._watching = True  # our callback is registered with the stream
         self._pending = 0  # chunks handed to the queue and not yet read (under _lock)
 
     # -- opening --------------------------------------------------------------------------
@@ -119,23 +124,29 @@ class SerialConsole:
 
     def _events(self) -> int:
         wanted = libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP
-        if self._reading:
+        if self._reading and not self._eof:
             wanted |= libvirt.VIR_STREAM_EVENT_READABLE
-        if not self._writable.is_set():
+        if self._want_write:
             wanted |= libvirt.VIR_STREAM_EVENT_WRITABLE
         return wanted
 
     def _on_event(self, stream, events: int, _opaque) -> None:
+        if self._closed or self._eof:
+            return
         if events & libvirt.VIR_STREAM_EVENT_WRITABLE:
+            self._want_write = False
             self._loop.call_soon_threadsafe(self._writable.set)
         if events & libvirt.VIR_STREAM_EVENT_READABLE:
             self._drain_stream()
         if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
             self._finish_reading()
+        if self._eof:
+            self._unwatch()  # an ended stream would fire its events again and again
         else:
             self._update_events()
 
     def _drain_stream(self) -> None:
+        ended = False
         with self._lock:
             while not self._closed and self._pending < QUEUE_CHUNKS:
                 try:
@@ -146,24 +157,36 @@ class SerialConsole:
                 if data == -2:  # nothing more for now
                     return
                 if not data:
-                    self._eof = True
+                    ended = True
                     break
                 self._pending += 1
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, data)
             else:
                 # The reader is behind: stop reading until it catches up (back-pressure).
                 self._reading = False
-        if self._eof:
+        if ended:
             self._finish_reading()
 
     def _finish_reading(self) -> None:
+        if self._eof:
+            return  # the end was handed over already
         self._eof = True
         self._loop.call_soon_threadsafe(self._queue.put_nowait, b"")
         self._loop.call_soon_threadsafe(self._writable.set)  # a blocked writer gives up too
 
+    def _unwatch(self) -> None:
+        with self._lock:
+            if not self._watching:
+                return
+            self._watching = False
+            try:
+                self._stream.eventRemoveCallback()
+            except libvirt.libvirtError:
+                pass
+
     def _update_events(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._closed or not self._watching:
                 return
             try:
                 self._stream.eventUpdateCallback(self._events())
@@ -200,6 +223,7 @@ class SerialConsole:
                     raise translate(exc) from exc
             if sent == -2:
                 self._writable.clear()
+                self._want_write = True
                 self._update_events()
                 await self._writable.wait()
                 continue
@@ -210,11 +234,13 @@ class SerialConsole:
             if self._closed:
                 return
             self._closed = True
-            try:
-                self._stream.eventRemoveCallback()
-            except libvirt.libvirtError:
-                pass
-            _abort_quietly(self._stream)
+            if self._watching:
+                self._watching = False
+                try:
+                    self._stream.eventRemoveCallback()
+                except libvirt.libvirtError:
+                    pass
+        _abort_quietly(self._stream)  # outside the lock: the event thread may want it
 
 
 def _abort_quietly(stream: libvirt.virStream) -> None:

@@ -1,7 +1,8 @@
 """A tiny OS-less guest for console tests: a boot sector that talks on COM1.
 
 It prints MESSAGE on the first serial port (0x3f8) every ~100 ms (BIOS int 15h AH=86h
-waits), and echoes every byte it receives there as <byte>. Assembled from this source
+waits), echoes every byte it receives there as <byte>, and writes every key typed on its
+keyboard (BIOS int 16h: the VNC console's keystrokes) there as [key]. Assembled from this source
 (GNU as, `as --32`, `ld -m elf_i386 -Ttext=0x7c00 --oformat binary`); the bytes are below,
 so the tests need no assembler:
 
@@ -11,7 +12,10 @@ so the tests need no assembler:
     poll:   mov dx,0x3fd; in al,dx; test al,1; jz nodata         ; LSR: data ready?
             mov dx,0x3f8; in al,dx; mov ah,al
             mov al,'<'; call putc; mov al,ah; call putc; mov al,'>'; call putc; jmp poll
-    nodata: dec bx; jnz wait; jmp main
+    nodata: mov ah,1; int 0x16; jz nokey                         ; a key waiting?
+            xor ah,ah; int 0x16; mov ah,al                       ; take it: al = ASCII
+            mov al,'['; call putc; mov al,ah; call putc; mov al,']'; call putc; jmp nodata
+    nokey:  dec bx; jnz wait; jmp main
     putc:   push dx; push ax; mov dx,0x3fd
     1:      in al,dx; test al,0x20; jz 1b                        ; LSR: THR empty?
             pop ax; mov dx,0x3f8; out dx,al; pop dx; ret
@@ -27,9 +31,10 @@ from pathlib import Path
 
 MESSAGE = b"CLOUDPANEL SERIAL OK\r\n"
 _CODE = bytes.fromhex(
-    "fa31c08ed88ed0bc007cfbbe5d7ce84100bb1400b48631c9ba8813cd15bafd03"
-    "eca8017417baf803ec88c4b03ce8110088e0e80c00b03ee80700ebe14b75d5eb"
-    "ca5250bafd03eca82074fb58baf803ee5ac3ac84c07405e8e7ffebf6c3"
+    "fa31c08ed88ed0bc007cfbbe7a7ce85e00bb1400b48631c9ba8813cd15bafd03"
+    "eca8017417baf803ec88c4b03ce82e0088e0e82900b03ee82400ebe1b401cd16"
+    "741730e4cd1688c4b05be8110088e0e80c00b05de80700ebe34b75b8ebad5250"
+    "bafd03eca82074fb58baf803ee5ac3ac84c07405e8e7ffebf6c3"
 )
 
 
