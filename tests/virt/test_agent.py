@@ -4,6 +4,7 @@ driver's 'no channel' and 'not connected' answers are tested on the lab in tests
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 
 import pytest
@@ -75,7 +76,11 @@ def test_agent_addresses_come_from_the_agent_source(domain):
     interfaces = agent.guest_interfaces(TEST_URI, domain)
     assert [i.name for i in interfaces] == ["testnet0"]
     (address,) = interfaces[0].addresses
-    assert address.startswith("192.168.122.") and address.endswith("/24")
+    # 192.168.<122 + the domain's index in this process's test driver>.x/24: other tests'
+    # domains in the same process move the subnet, not the shape.
+    parsed = ipaddress.ip_interface(address)
+    assert parsed.version == 4 and parsed.network.prefixlen == 24
+    assert parsed.ip in ipaddress.ip_network("192.168.0.0/16")
     assert agent.agent_addresses(TEST_URI, domain) == [address.removesuffix("/24")]
 
 
