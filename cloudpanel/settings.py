@@ -7,6 +7,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("CLOUDPANEL_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -178,9 +179,32 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # channels-redis waits for messages with a 5 s blocking pop; redis-py 8's default
-        # 5 s socket timeout races it and kills idle sockets. Keep the read timeout above it.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
+        "CONFIG": {
+            # channels-redis waits for messages with a 5 s blocking pop; redis-py 8's default
+            # 5 s socket timeout races it and kills idle sockets. Keep the read timeout above
+            # it. Live sockets share one channel per server process (cloudpanel.live.hub),
+            # so the pool (per process and event loop) holds that one blocking pop, the hub's
+            # group joins (at most cloudpanel.live.hub.LAYER_CONCURRENCY at once) and the
+            # publisher's sends; past the bound redis-py raises instead of opening more.
+            # After a Redis restart every pooled connection is dead: a command is tried once
+            # more on a new one (channels-redis delivers at least once anyway) rather than
+            # lost, which no socket would notice (a restart the hub's own receive did not
+            # see is caught by its Redis run id check, see cloudpanel.live.hub).
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 15,
+                    "max_connections": 100,
+                    "retry_on_error": [RedisConnectionError],
+                }
+            ],
+            # The hub's list holds every live message of its process: group_send skips (drops,
+            # logged by channels_redis at INFO) a list that is full, so it gets room for a
+            # process far behind (its members resync only when the hub saw the layer fail).
+            # Other channels keep channels-redis' default of 100.
+            "capacity": 100,
+            "channel_capacity": {"hub.*": 10_000},
+        },
     }
 }
 

@@ -19,19 +19,23 @@ AccessCheckedConsumer holds that mechanism for every socket that streams project
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
-import weakref
 from importlib import import_module
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils.crypto import constant_time_compare
 
+from cloudpanel.live.hub import hub_for_loop
 from cloudpanel.projects.access import job_event_visible, visible_project_ids
 
 from .events import job_to_event
@@ -40,45 +44,64 @@ from .selectors import job_list_for
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 30.0
-# Group joins and leaves in flight at once per event loop (process). channels-redis takes a
-# connection from a pool of 100 (redis-py) for each and fails past it: a thousand browsers
-# reconnecting after a restart, or leaving together, would otherwise get errors, and a
-# socket that could not leave its groups stays in them (its buffer, up to the layer's
-# capacity, kept in the process for nothing).
-LAYER_CONCURRENCY = 32
-_layer_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Messages held behind an access re-check (a database read): past it they are dropped and
+# the socket resyncs once the check is done.
+HELD_LIMIT = 1024
 CLOSE_SIGNED_OUT = 4401
 CLOSE_ACCESS_LOST = 4403  # the client reconnects and gets its current access
 CLOSE_NOT_FOUND = 4404  # the client stops: the job is not (or no more) the user's to see
+# Queue marker: "what was queued may be incomplete", read when the sender reaches it.
+RESYNC = "resync"
 
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-def _layer_gate() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    gate = _layer_gates.get(loop)
-    if gate is None:
-        gate = _layer_gates[loop] = asyncio.Semaphore(LAYER_CONCURRENCY)
-    return gate
-
-
 class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
     """A socket of a signed-in user whose every event is checked against their access.
 
     Subclasses name their groups (wanted_groups), may read one more thing with the access
-    (read_with_access: JobConsumer's job) and send their first frames once open (opened).
-    Events go out through deliver(), after fresh() said the socket may still send.
+    (read_with_access: JobConsumer's job) and queue their first frames once open (opened).
+
+    Channel-layer messages come from the process's hub (cloudpanel.live.hub), not from a
+    channel of the socket's own: hub_message() is called in the order the hub received
+    them and never waits. An event goes to its handler (on_<type>) at once while the cached
+    access is fresh; an "access.changed", or an event finding the cache older than
+    RECHECK_SECONDS, starts a re-read of the access and every later message waits behind it
+    (held, in order), so nothing published after a revocation is sent before the socket
+    knows. Handlers only queue frames (deliver); one sender task per socket drains the
+    bounded queue (settings.STATUS_SOCKET_QUEUE) into the socket. A full queue, or a hub
+    that lost messages, becomes one RESYNC marker: a fresh snapshot (StatusConsumer) or, by
+    default, a 4403 close after which the client reconnects and reads what it may see.
     """
 
     groups_joined: list[str]
     closing = False
     admin = False
     projects: set[int] | frozenset[int] | None = frozenset()
+    hub = None
+    outbox: asyncio.Queue | None = None
+    sender: asyncio.Task | None = None
+    resyncs = 0  # overflows of this socket's queue
+    _held: collections.deque | None = None
+    _held_overflow = False
+
+    async def __call__(self, scope, receive, send):
+        # AsyncConsumer.__call__ without the socket's own channel and receive loop: the
+        # process's hub receives for every socket.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = None
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive], self.dispatch)
+        except StopConsumer:
+            pass
 
     async def connect(self):
         self.groups_joined = []
+        self._held = collections.deque()  # until the socket is open and its access read
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_SIGNED_OUT)
@@ -86,6 +109,7 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
         self.user_id = user.pk
         session = self.scope.get("session")
         self.session_key = getattr(session, "session_key", None)
+        self.hub = hub_for_loop(self.channel_layer) if self.channel_layer is not None else None
         # Listen for access changes before reading access, so none is missed in between.
         await self._join(user_group(self.user_id))
         access = await self._access()
@@ -102,8 +126,11 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
         for group in self.wanted_groups():
             await self._join(group)
         await self.accept()
+        self.outbox = asyncio.Queue(maxsize=max(int(settings.STATUS_SOCKET_QUEUE), 1))
+        self.sender = asyncio.create_task(self._send_loop())
         self._plan_recheck(RECHECK_SECONDS * random.uniform(0.1, 1.0))
         await self.opened(extra)
+        self._release()  # what arrived meanwhile, after the first frames
 
     # Hooks
 
@@ -126,30 +153,138 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
         return CLOSE_ACCESS_LOST if lost else None
 
     async def opened(self, extra) -> None:
-        """The socket is accepted and in its groups: send what comes first."""
+        """The socket is accepted and in its groups: queue what comes first."""
 
-    async def deliver(self, frame: dict) -> None:
-        await self.send_json(frame)
+    async def marker_frame(self, marker: str) -> dict | None:
+        """The frame a queue marker stands for, read when the sender reaches it; None
+        after closing the socket. RESYNC: the client reconnects and starts afresh."""
+        await self._shut(CLOSE_ACCESS_LOST)
+        return None
 
-    async def before_close(self) -> None:
-        """Called once before the socket is closed for lost access."""
+    # Messages from the hub (sync: never waits)
+
+    def hub_message(self, message: dict) -> None:
+        if self.closing:
+            return
+        held = self._held
+        if held is not None:
+            if len(held) < HELD_LIMIT:
+                held.append(message)
+            else:
+                self._held_overflow = True
+            return
+        if message.get("type") == "access.changed":
+            self._hold_for_recheck(collections.deque())
+        elif time.monotonic() - self.checked_at > RECHECK_SECONDS:
+            self._hold_for_recheck(collections.deque([message]))
+        else:
+            self._handle(message)
+
+    def hub_resync(self) -> None:
+        """The hub may have lost messages (channel layer down or restarted)."""
+        if not self.closing:
+            self._resync()
+
+    def _handle(self, message: dict) -> None:
+        handler = getattr(self, "on_" + str(message.get("type")).replace(".", "_"), None)
+        if handler is None:
+            log.warning("socket of user %s: no handler for %r", self.user_id, message.get("type"))
+            return
+        handler(message)
+
+    def _hold_for_recheck(self, held: collections.deque) -> None:
+        self._held = held
+        self._release_task = asyncio.ensure_future(self._recheck_then_release())
+
+    async def _recheck_then_release(self) -> None:
+        try:
+            await self._recheck(forced=True)
+        except Exception:
+            log.exception("socket of user %s: the access re-check failed", self.user_id)
+            await self._shut(1011)
+        self._release()
+
+    def _release(self) -> None:
+        """Handle the held messages in order (sync, so none arrives in between); another
+        "access.changed" among them holds the rest again behind a new re-check."""
+        held, self._held = self._held, None
+        overflow, self._held_overflow = self._held_overflow, False
+        if self.closing or held is None:
+            return
+        while held:
+            message = held.popleft()
+            if message.get("type") == "access.changed":
+                self._held_overflow = overflow
+                self._hold_for_recheck(held)
+                return
+            self._handle(message)
+        if overflow:
+            self._resync()
+
+    # The queue and its sender
+
+    def deliver(self, frame: dict) -> None:
+        outbox = self.outbox
+        if outbox is None or self.closing:
+            return
+        try:
+            outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.resyncs += 1  # the client fell behind
+            self._resync()
+
+    def _resync(self) -> None:
+        """What is queued is superseded by one RESYNC marker: at most one is ever pending."""
+        outbox = self.outbox
+        if outbox is None:
+            self._held_overflow = True  # not open yet: after the first frames
+            return
+        while not outbox.empty():
+            outbox.get_nowait()
+        outbox.put_nowait(RESYNC)
+
+    async def _send_loop(self) -> None:
+        outbox = self.outbox
+        try:
+            while True:
+                item = await outbox.get()
+                if isinstance(item, str):
+                    frame = await self.marker_frame(item)
+                    if frame is None:
+                        return
+                else:
+                    frame = item
+                await self.send_json(frame)  # waits while the client does not read
+        except asyncio.CancelledError:
+            raise
+        except OSError:
+            pass  # the client went away; its disconnect follows
+        except Exception:
+            log.exception("socket of user %s failed", self.user_id)
+            await self._shut(1011)
+
+    async def _stop_sender(self) -> None:
+        sender, self.sender, self.outbox = self.sender, None, None
+        if sender is not None and sender is not asyncio.current_task():
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
 
     # The mechanism
 
     async def dispatch(self, message):
         # Channels (4.2+) closes old database connections before every handler, in a trip
-        # to the one database thread: one trip per socket per event, all in a row, which
-        # made an event take a second to reach a thousand sockets. Every database read here
-        # goes through database_sync_to_async, which closes them itself, so it is skipped.
+        # to the one database thread: one trip per socket per message. Every database read
+        # here goes through database_sync_to_async, which closes them itself, so it is
+        # skipped. (Only the socket's own messages come here; the hub's go to hub_message.)
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
     async def _join(self, group: str) -> None:
-        async with _layer_gate():
-            await self.channel_layer.group_add(group, self.channel_name)
-        self.groups_joined.append(group)
+        if self.hub is not None:
+            self.groups_joined.append(group)  # left on disconnect even if this join fails
+            await self.hub.join(group, self)
 
     @database_sync_to_async
     def _access(self):
@@ -188,8 +323,9 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
     async def _shut(self, code: int) -> bool:
         if not self.closing:
             self.closing = True  # nothing more is sent, even before the disconnect arrives
+            self._held = None
             self._stop_rechecks()
-            await self.before_close()
+            await self._stop_sender()
             await self.close(code=code)
         return False
 
@@ -206,18 +342,19 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
             self._plan_recheck(RECHECK_SECONDS * random.uniform(0.9, 1.0))
 
     def _stop_rechecks(self) -> None:
-        for name in ("_recheck_timer", "_recheck_task"):
+        for name in ("_recheck_timer", "_recheck_task", "_release_task"):
             pending = getattr(self, name, None)
             if pending is not None and pending is not asyncio.current_task():
                 pending.cancel()
 
-    async def _recheck(self) -> bool:
-        """Refresh the cached access; close the socket if it lost any. False when closed."""
+    async def _recheck(self, forced: bool = False) -> bool:
+        """Refresh the cached access; close the socket if it lost any. False when closed.
+        One read at a time; unless `forced`, one begun since this call was made will do."""
         started = time.monotonic()
-        async with self._rechecking:  # one read at a time; one begun since ours will do
+        async with self._rechecking:
             if self.closing:
                 return False
-            if self.checked_at >= started:
+            if self.checked_at >= started and not forced:
                 return True
             return await self._reread_access()
 
@@ -236,35 +373,24 @@ class AccessCheckedConsumer(AsyncJsonWebsocketConsumer):
                 await self._join(group)
         return True
 
-    async def fresh(self) -> bool:
-        """May this socket send an event now? Re-checks access when the cache is old."""
-        if self.closing:
-            return False
-        if time.monotonic() - self.checked_at > RECHECK_SECONDS:
-            return await self._recheck()
-        return True
-
     async def disconnect(self, code):
+        self.closing = True
+        self._held = None
         self._stop_rechecks()
+        await self._stop_sender()
         groups, self.groups_joined = getattr(self, "groups_joined", None) or [], []
-        for group in groups:
-            try:
-                async with _layer_gate():
-                    await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as exc:  # Redis down: the group's expiry drops the member
-                log.warning("could not leave %s: %s", group, exc)
+        hub = self.hub
+        if hub is not None:
+            for group in groups:
+                await hub.leave(group, self)  # never raises
 
-    async def access_changed(self, event):
-        if not self.closing:
-            await self._recheck()
+    # Handlers of the hub's messages (sync; the access cache is fresh here)
 
-    async def job_update(self, event):
-        if not await self.fresh():
-            return
+    def on_job_update(self, event):
         job = event["job"]
         if not job_event_visible(self.projects, job.get("project")):
             return
-        await self.deliver({"type": "job", "job": job if self.admin else event["public"]})
+        self.deliver({"type": "job", "job": job if self.admin else event["public"]})
 
 
 class JobConsumer(AccessCheckedConsumer):
@@ -296,4 +422,4 @@ class JobConsumer(AccessCheckedConsumer):
 
     async def opened(self, job) -> None:
         if job is not None:
-            await self.send_json({"type": "job", "job": job_to_event(job, public=not self.admin)})
+            self.deliver({"type": "job", "job": job_to_event(job, public=not self.admin)})

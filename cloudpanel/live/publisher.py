@@ -7,7 +7,8 @@ Groups of the status stream (cloudpanel.live.consumers):
   the project on every delta.
 Job progress keeps its own groups (cloudpanel.jobs.events: jobs.all, jobs.project.<id>).
 
-Message types (the channel layer's "type" names the consumer's handler):
+Message types (the channel layer's "type" names the consumer's handler; every message also
+carries "group", the group it was sent to, for the hub, cloudpanel.live.hub):
 - "status.instance": {"instance": admin view, "public": tenant view, "project": id}
 - "status.host":     {"host": admin view}                      (admins only)
 - "status.metrics":  {"host": id, "t": unix time, "host_totals": {...},
@@ -44,8 +45,8 @@ async def apublish(groups: list[str], message: dict) -> None:
     if layer is None:
         return
     try:
-        for group in groups:
-            await layer.group_send(group, message)
+        for group in groups:  # the group named: each process's hub hands it to its members
+            await layer.group_send(group, {**message, "group": group})
     except Exception as exc:  # Redis down: the change is in the database, pages catch up
         log.warning("could not publish %s: %s", message.get("type"), exc)
 

@@ -31,6 +31,7 @@ def _send_access_changed(user_id: int) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(f"user.{user_id}", {"type": "access.changed"})
+        group = f"user.{user_id}"  # named in the message for the hub (cloudpanel.live.hub)
+        async_to_sync(layer.group_send)(group, {"type": "access.changed", "group": group})
     except Exception as exc:
         log.warning("could not tell user %s's sockets about an access change: %s", user_id, exc)
