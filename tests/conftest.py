@@ -6,6 +6,7 @@ and browser fixtures raise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -27,6 +28,39 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOT_DIR = Path(os.environ.get("CLOUDPANEL_SCREENSHOT_DIR", "/tmp"))
+
+
+@contextlib.contextmanager
+def serve_asgi(**ws_options):
+    """The project's ASGI app (HTTP + Channels) under a real uvicorn in a thread of this
+    process, on a free 127.0.0.1 port (yielded); `ws_options` are uvicorn.Config's
+    WebSocket arguments (ws=, ws_per_message_deflate=)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        "cloudpanel.asgi:application", host="127.0.0.1", port=port, lifespan="off",
+        log_level="warning", **ws_options,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-test-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(autouse=True)
@@ -191,9 +225,20 @@ def live_worker(transactional_db, settings, live_worker_program, live_worker_env
     }
     name = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
     proc = subprocess.Popen(
-        [*live_worker_program, "worker", "--pool", "prefork",
-         "--concurrency", "1", "--loglevel", "WARNING", "-n", name, "--without-mingle",
-         "--without-gossip"],
+        [
+            *live_worker_program,
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "WARNING",
+            "-n",
+            name,
+            "--without-mingle",
+            "--without-gossip",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -62,29 +62,7 @@ async def receive_until(
 def uvicorn_port(transactional_db):
     """The project's ASGI app under uvicorn (the Procfile's WebSocket options), in a thread:
     real sockets, so flow control is the real one."""
-    import socket
-    import threading
-    import time
+    from ..conftest import serve_asgi
 
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        "cloudpanel.asgi:application", host="127.0.0.1", port=port, lifespan="off",
-        log_level="warning", ws="websockets", ws_per_message_deflate=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-consoles", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
+    with serve_asgi(ws="websockets", ws_per_message_deflate=False) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
-import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -32,30 +30,10 @@ BURST_LIMIT = 1000  # 60 MB: far more than the buffers on the way hold (about 70
 
 @pytest.fixture
 def server_port(transactional_db):
-    import uvicorn
+    from ..conftest import serve_asgi
 
-    from cloudpanel.asgi import application
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        application, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-        ws="websockets",
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-status", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
+    with serve_asgi(ws="websockets") as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture
