@@ -241,7 +241,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 LIBVIRT_CONNECT_TIMEOUT = env.float("LIBVIRT_CONNECT_TIMEOUT", default=10.0)
 # Directories a qemu+unix:///system?socket=PATH host's socket may lie in (hosts.uris).
 LIBVIRT_SOCKET_DIRS = env.list("LIBVIRT_SOCKET_DIRS", default=["/run/libvirt", "/var/run/libvirt"])
-# The live browser (issue 9): the host watcher (`manage.py watch_hosts`), metrics, consoles.
+# The live browser: the host watcher (`manage.py watch_hosts`), metrics, consoles.
 # Seconds between two bulk stats sweeps of a host, and how long samples are kept (Redis).
 WATCHER_STATS_INTERVAL = env.float("WATCHER_STATS_INTERVAL", default=5.0)
 METRICS_RETENTION_SECONDS = env.int("METRICS_RETENTION_SECONDS", default=3600)
