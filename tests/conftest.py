@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -266,6 +271,103 @@ def live_worker(transactional_db, settings, live_worker_program, live_worker_env
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+# ---- the host watcher (`manage.py watch_hosts`) as its own process -------------------------
+
+
+class WatcherProcess:
+    """`manage.py watch_hosts` as production runs it, with its log lines collected."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "watch_hosts"],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append((time.time(), line.rstrip()))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_line(self, pattern: str, timeout: float = 30.0, after: int = 0) -> tuple[float, str]:
+        """The first log line (from index `after`) matching the regex, with its time."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for at, line in self.lines[after:]:
+                    if regex.search(line):
+                        return at, line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    tail = "\n".join(line for _, line in self.lines[-30:])
+                    raise AssertionError(f"no log line /{pattern}/ in {timeout} s:\n{tail}")
+                self._cond.wait(min(left, 0.5))
+
+    def has_line(self, pattern: str) -> bool:
+        with self._cond:
+            return any(re.search(pattern, line) for _, line in self.lines)
+
+    @property
+    def token_pid(self) -> int:
+        return self.proc.pid
+
+    def check(self) -> None:
+        """Fail the test if the watcher exited (with its last log lines)."""
+        if self.proc.poll() is not None:
+            tail = "\n".join(line for _, line in self.lines[-30:])
+            pytest.fail(f"watch_hosts exited with {self.proc.returncode}:\n{tail}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def start_watcher(transactional_db, settings):
+    """start(**env) -> a WatcherProcess on the test database, the real Redis and the lab's
+    sockets (LIBVIRT_SOCKET_DIRS); every one started is stopped at the end."""
+    procs: list[WatcherProcess] = []
+
+    def start(**extra: str) -> WatcherProcess:
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url_for_subprocess(),
+            "REDIS_URL": settings.REDIS_URL,
+            "LIBVIRT_SOCKET_DIRS": ",".join(settings.LIBVIRT_SOCKET_DIRS),
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+        proc = WatcherProcess(env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.terminate()
 
 
 # ---- headless Chromium (tests marked browser) ---------------------------------------------

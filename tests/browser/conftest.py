@@ -15,59 +15,13 @@ def asgi_url(transactional_db):
 
 
 @pytest.fixture
-def live_watcher(transactional_db, settings, lab, tmp_path):
-    """Start the host watcher (`manage.py watch_hosts`) as its own process on the test
-    database, the real Redis and the lab's sockets: live_watcher(stats_interval=1) -> a
-    Popen whose check() fails the test if the watcher exited. Stopped at the end."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
+def live_watcher(start_watcher, lab):
+    """live_watcher(stats_interval=1) -> the host watcher (`manage.py watch_hosts`) as its own
+    process on the test database, the real Redis and the lab's sockets; its check() fails the
+    test if it exited. Stopped at the end."""
 
-    from ..conftest import _database_url_for_subprocess
+    def start(*, stats_interval: float | None = None):
+        extra = {} if stats_interval is None else {"WATCHER_STATS_INTERVAL": str(stats_interval)}
+        return start_watcher(**extra)
 
-    started: list[subprocess.Popen] = []
-    manage = Path(__file__).resolve().parents[2] / "manage.py"
-
-    def start(*, stats_interval: float | None = None) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "DATABASE_URL": _database_url_for_subprocess(),
-            "REDIS_URL": settings.REDIS_URL,
-            "LIBVIRT_SOCKET_DIRS": ",".join(settings.LIBVIRT_SOCKET_DIRS),
-        }
-        if stats_interval is not None:
-            env["WATCHER_STATS_INTERVAL"] = str(stats_interval)
-        # A file, not a pipe: a chatty watcher never blocks on its output.
-        log = tmp_path / f"watch_hosts-{len(started)}.log"
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        proc = subprocess.Popen(
-            [sys.executable, str(manage), "watch_hosts"],
-            env=env,
-            stdout=fd,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        os.close(fd)
-
-        def check() -> None:
-            if proc.poll() is not None:
-                output = log.read_text(errors="replace")[-3000:]
-                pytest.fail(f"watch_hosts exited with {proc.returncode}:\n{output}")
-
-        proc.check = check
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+    return start

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import _database_url_for_subprocess
-
-ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 3.0  # short, so a takeover test waits seconds, not the default 15
 STATS_INTERVAL = 1.0
 
@@ -128,92 +119,18 @@ def listen():
         listener.stop()
 
 
-class WatcherProcess:
-    """`manage.py watch_hosts` as production runs it, with its log lines collected."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "watch_hosts"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[tuple[float, str]] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append((time.time(), line.rstrip()))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_line(self, pattern: str, timeout: float = 30.0, after: int = 0) -> tuple[float, str]:
-        """The first log line (from index `after`) matching the regex, with its time."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for at, line in self.lines[after:]:
-                    if regex.search(line):
-                        return at, line
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    tail = "\n".join(line for _, line in self.lines[-30:])
-                    raise AssertionError(f"no log line /{pattern}/ in {timeout} s:\n{tail}")
-                self._cond.wait(min(left, 0.5))
-
-    def has_line(self, pattern: str) -> bool:
-        with self._cond:
-            return any(re.search(pattern, line) for _, line in self.lines)
-
-    @property
-    def token_pid(self) -> int:
-        return self.proc.pid
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
-def start_watcher(transactional_db, settings):
-    """Start watcher processes on the test database and Redis DB; all stopped at the end."""
-    procs: list[WatcherProcess] = []
+def start_watcher(start_watcher):
+    """tests/conftest.py's, with a short lease and 1 s sweeps unless a test says otherwise."""
 
-    def start(**extra: str) -> WatcherProcess:
-        env = {
-            **os.environ,
-            "DATABASE_URL": _database_url_for_subprocess(),
-            "REDIS_URL": settings.REDIS_URL,
+    def start(**extra: str):
+        defaults = {
             "WATCHER_LEASE_SECONDS": str(LEASE_SECONDS),
             "WATCHER_STATS_INTERVAL": str(STATS_INTERVAL),
-            "LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-            **extra,
         }
-        proc = WatcherProcess(env)
-        procs.append(proc)
-        return proc
+        return start_watcher(**{**defaults, **extra})
 
-    yield start
-    for proc in procs:
-        proc.terminate()
+    return start
 
 
 def tiny_domain_xml(name: str, domain_type: str = "qemu", *, disk: str | None = None) -> str:
