@@ -45,6 +45,7 @@ import zlib
 from pathlib import Path
 
 from .bench_instances import BENCH_DIR, _isolation_problem, _lab_problem, _load
+from .bench_load import _free_port
 from .common import percentile
 
 ROUNDS = int(os.environ.get("BENCH_CONSOLE_ROUNDS", "7"))
@@ -248,12 +249,6 @@ class RfbClient:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Process:
