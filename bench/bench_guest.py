@@ -129,8 +129,8 @@ def _keys(workdir: Path) -> tuple[Path, str]:
 
 
 def bare_domain_xml(name: str, disk: str, seed: str) -> str:
-    # As tests/images/test_guest_image.py's, with the panel's flavor, APIC, clock, disk
-    # options, VNC, VGA and balloon (the same virtual hardware); no serial log file.
+    # The panel's own virtual hardware for a real-OS guest: its flavor, APIC, clock, disk
+    # options, VNC, VGA and balloon; no serial log file.
     return f"""
 <domain type='qemu'>
   <name>{name}</name>

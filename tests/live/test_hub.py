@@ -230,8 +230,9 @@ async def test_a_redis_restart_rejoins_the_groups_and_every_socket_resyncs(
 
     await sync_to_async(own_redis.stop)()
     await asyncio.sleep(down_seconds)
-    await sync_to_async(own_redis.start)()  # empty: the hub's memberships are gone
-    assert await sync_to_async(members_here)(ADMIN_GROUP) == []
+    # The new server starts empty, so the hub's memberships are gone; whether the hub has
+    # already joined again by now is a race, so only the outcome below is asserted.
+    await sync_to_async(own_redis.start)()
 
     resync, _ = await frame(status)
     assert resync["type"] == "snapshot" and resync["resync"] is True
