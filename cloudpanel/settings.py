@@ -226,6 +226,9 @@ CELERY_BEAT_SCHEDULE = {
     "jobs-reap": {"task": "jobs.reap_stale_jobs", "schedule": 30.0},
     "instances-reconcile": {"task": "instances.reconcile", "schedule": 60.0},
     "images-sweep-incoming": {"task": "images.sweep_incoming", "schedule": 3600.0},
+    "hosts-mark-down": {"task": "hosts.tasks.mark_lost_hosts", "schedule": 30.0},
+    "backups-retention": {"task": "instances.backup_retention", "schedule": 3600.0},
+    "images-distribute": {"task": "images.distribute_all", "schedule": 600.0},
 }
 # Periodic upkeep (health, reaper, reconcile) has its own queue and worker, so it never
 # waits behind long jobs such as a large image import.
@@ -234,6 +237,9 @@ CELERY_TASK_ROUTES = {
     "jobs.reap_stale_jobs": {"queue": "periodic"},
     "instances.reconcile": {"queue": "periodic"},
     "images.sweep_incoming": {"queue": "periodic"},
+    "hosts.tasks.mark_lost_hosts": {"queue": "periodic"},
+    "instances.backup_retention": {"queue": "periodic"},
+    "images.distribute_all": {"queue": "periodic"},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -314,3 +320,10 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
 if SECURE_COOKIES:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Business continuity. A host offline this long marks its instances host-down (they may be
+# rebuilt elsewhere); backups kept per instance by the periodic retention task (0: all).
+HOST_DOWN_GRACE_SECONDS = env.int("HOST_DOWN_GRACE_SECONDS", default=300)
+BACKUP_KEEP_LAST = env.int("BACKUP_KEEP_LAST", default=7)
+# Seconds between two reads of a migration's libvirt job stats (progress to the browser).
+MIGRATION_PROGRESS_INTERVAL = env.float("MIGRATION_PROGRESS_INTERVAL", default=1.0)

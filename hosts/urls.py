@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import continuity_views, views
 
 app_name = "hosts"
 urlpatterns = [
@@ -10,3 +10,4 @@ urlpatterns = [
     path("<int:pk>/refresh/", views.host_refresh, name="refresh"),
     path("<int:pk>/delete/", views.host_delete, name="delete"),
 ]
+urlpatterns += continuity_views.urlpatterns

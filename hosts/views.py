@@ -9,7 +9,7 @@ from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.models import Job
 from cloudpanel.pages import attempt
 
-from . import services
+from . import continuity_views, services
 from .forms import HostForm
 from .models import Host
 from .selectors import host_capacity, host_list_with_allocation
@@ -35,6 +35,7 @@ def host_detail(request, pk: int):
         "events": list(host.events.all()[:HEALTH_EVENTS]),
         "jobs": list(Job.objects.filter(target_type=Job.TargetType.HOST, target_id=host.pk)[:10]),
     }
+    context.update(continuity_views.detail_context(request, host))
     return render(request, "hosts/detail.html", context)
 
 

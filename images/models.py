@@ -82,6 +82,18 @@ class Image(models.Model):
     source_url = models.CharField(max_length=1000, blank=True)
     # Path of the file relative to settings.IMAGE_STORE.
     file = models.CharField(max_length=255, blank=True)
+
+    # Where copies are kept ahead of need (images/distribution.py): nowhere, on the hosts
+    # listed, or on every host (including those that join later).
+    class Distribution(models.TextChoices):
+        NONE = "none", "On demand"
+        HOSTS = "hosts", "On chosen hosts"
+        ALL = "all", "On all hosts"
+
+    distribution = models.CharField(
+        max_length=8, choices=Distribution.choices, default=Distribution.NONE
+    )
+    distribution_hosts = models.ManyToManyField("hosts.Host", blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -40,6 +40,9 @@ class Instance(models.Model):
         ERROR = "error", "Error"
         MISSING = "missing", "Missing"
         DELETING = "deleting", "Deleting"
+        # Its host stayed offline past HOST_DOWN_GRACE_SECONDS: an admin may rebuild it
+        # elsewhere from its newest mirror or backup (instances/operations/rebuild.py).
+        HOST_DOWN = "host-down", "Host down"
 
     name = models.CharField(max_length=63, validators=[name_validator])
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -136,6 +139,14 @@ class Volume(models.Model):
     instance = models.ForeignKey(
         Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="volumes"
     )
+    # A backup's copies (role backup) belong to the backup, which outlives its instance.
+    backup = models.ForeignKey(
+        "Backup", null=True, blank=True, on_delete=models.SET_NULL, related_name="volumes"
+    )
+    # The disk it holds, as the domain names it (vda, ...): a mirror's or backup's source.
+    disk_target = models.CharField(max_length=16, blank=True)
+    # sha256 of the volume's content where the panel computed it (backups).
+    sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -171,3 +182,88 @@ class KeyPair(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class DiskMirror(models.Model):
+    """A running instance's disk copied continuously (libvirt block copy) to a mirror
+    volume: in another pool, or one another host sees too, for disaster recovery."""
+
+    class State(models.TextChoices):
+        COPYING = "copying", "Copying"  # the block job runs, not converged yet
+        MIRRORED = "mirrored", "Mirrored"  # every guest write reaches both copies
+        PIVOTED = "pivoted", "Pivoted"  # the instance now runs on the mirror
+        STOPPED = "stopped", "Stopped, copy kept"  # mirroring ended; the copy is a disk
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (State.COPYING, State.MIRRORED)
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="mirrors")
+    disk_target = models.CharField(max_length=16)  # vda, ...
+    volume = models.ForeignKey(
+        Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=12, choices=State.choices, default=State.COPYING)
+    error = models.TextField(blank=True)
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The newest moment the copy was known to equal the disk: the data loss window of a
+    # rebuild from it is the time since then.
+    synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance}:{self.disk_target} mirror"
+
+
+class Backup(models.Model):
+    """A point-in-time copy of an instance's disks (one Volume row, role backup, per disk).
+    It outlives the instance: a backup can be restored as a new instance."""
+
+    class State(models.TextChoices):
+        CREATING = "creating", "Being made"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    class Method(models.TextChoices):
+        PUSH = "push", "libvirt backup (push mode)"
+        SNAPSHOT_COPY = "snapshot-copy", "external snapshot, copy, block commit"
+        OFFLINE_COPY = "offline-copy", "copy of a shut-off disk"
+
+    project = models.ForeignKey("projects.Project", on_delete=models.PROTECT, related_name="+")
+    instance = models.ForeignKey(
+        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups"
+    )
+    instance_name = models.CharField(max_length=63)  # kept once the instance is gone
+    # What a restore needs to build a like instance.
+    flavor = models.ForeignKey(
+        Flavor, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    image = models.ForeignKey(
+        "images.Image", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=63, blank=True)
+    method = models.CharField(max_length=16, choices=Method.choices, blank=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.CREATING)
+    error = models.TextField(blank=True)
+    size_bytes = models.BigIntegerField(default=0)  # bytes stored, all disks
+    sha256 = models.CharField(max_length=64, blank=True)  # of the root disk's copy
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"backup {self.pk} of {self.instance_name}"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import console_views, views
+from . import backup_views, console_views, migration_views, mirror_views, recovery_views, views
 
 app_name = "instances"
 urlpatterns = [
@@ -23,3 +23,6 @@ urlpatterns = [
     path("keypairs/<int:pk>/delete/", views.keypair_delete, name="keypair-delete"),
     path("flavors/<int:pk>/delete/", views.flavor_delete, name="flavor-delete"),
 ]
+# The business-continuity parts of the instance page, one module each.
+for _part in (migration_views, mirror_views, backup_views, recovery_views):
+    urlpatterns += _part.urlpatterns

@@ -84,8 +84,18 @@ def instance_detail(request, pk: int):
             "guest": guest.instance_guest_info(user=request.user, instance=instance),
             # Only the power actions the instance's state allows (the operations' own rule).
             "actions": [a for a, op in operations.POWER.items() if op.offered_for(instance)],
+            **_continuity_context(request, instance),
         },
     )
+
+
+def _continuity_context(request, instance) -> dict:
+    from . import backup_views, migration_views, mirror_views, recovery_views
+
+    context = {}
+    for part in (migration_views, mirror_views, backup_views, recovery_views):
+        context.update(part.detail_context(request, instance))
+    return context
 
 
 @login_required

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from .host import LabHost
 
 POOL_PATH = "/var/lib/libvirt/images"  # pool target as every lab host's libvirt sees it
+# Pool 'shared': one directory of the lab's, mounted at this path in every host, so a disk
+# there is on "shared storage" (visible to all hosts at the same path), as NFS would be.
+SHARED_POOL_PATH = "/var/lib/libvirt/shared"
 KVM_DEVICE = Path("/dev/kvm")
 # libvirt's sockaddr_un path limit is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -150,6 +153,10 @@ def namespace_script(host: LabHost, with_virtlogd: bool) -> str:
     for sub, target in BIND_MOUNTS:
         lines.append(f"mkdir -p {target}")
         lines.append(f"mount --bind {q(str(host.base_dir / sub))} {target}")
+    if host.shared_dir:
+        # After /var/lib/libvirt's own bind mount, over the mount point made in it.
+        lines.append(f"mkdir -p {SHARED_POOL_PATH}")
+        lines.append(f"mount --bind {q(str(host.shared_dir))} {SHARED_POOL_PATH}")
     if not host.kvm and KVM_DEVICE.exists():
         # Hide KVM from this namespace: an empty mode-0 file over /dev/kvm. libvirt's
         # probe of QEMU then finds no usable KVM, so `virsh capabilities` offers only

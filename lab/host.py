@@ -17,6 +17,7 @@ from .config import (
     KVM_DEVICE,
     MAX_SOCKET_PATH,
     POOL_PATH,
+    SHARED_POOL_PATH,
     ensure_kvm_device,
     namespace_script,
     write_config,
@@ -51,6 +52,9 @@ class LabHost:
     # libvirt offers kvm (its probe of QEMU opens /dev/kvm) but guests may not open it: the
     # case the panel's KVM probe exists for (see config.GUEST_DEVICES_WITHOUT_KVM).
     kvm_denied: bool = False
+    # The lab's shared directory, pool 'shared' at SHARED_POOL_PATH on every host (None: no
+    # such pool).
+    shared_dir: str | None = None
     # --- derived ---
     uri_tcp: str = dataclasses.field(init=False)
     uri_unix: str = dataclasses.field(init=False)
@@ -251,19 +255,24 @@ class LabHost:
         self.start_libvirtd(timeout)
 
     def setup_pool(self) -> None:
-        """Define, build, start and autostart the dir pool 'default' at pool_path."""
-        if self._active("pool-list", "default"):
-            return
-        # One virsh process for the four commands saves connections; virsh carries on after
-        # a failed command and reports only the last one, hence the check afterwards.
-        proc = virsh(
-            self.uri_tcp,
-            f"pool-define-as default dir --target {POOL_PATH}; pool-build default; "
-            "pool-start default; pool-autostart default",
-            check=False,
-        )
-        if not self._active("pool-list", "default"):
-            raise LabError(f"{self.name}: pool 'default' did not start: {proc.stderr.strip()}")
+        """Define, build, start and autostart the dir pool 'default' at pool_path, and pool
+        'shared' at SHARED_POOL_PATH when the host has a shared_dir."""
+        pools = {"default": POOL_PATH}
+        if self.shared_dir:
+            pools["shared"] = SHARED_POOL_PATH
+        for name, path in pools.items():
+            if self._active("pool-list", name):
+                continue
+            # One virsh process for the four commands saves connections; virsh carries on
+            # after a failed command and reports only the last one, hence the check after.
+            proc = virsh(
+                self.uri_tcp,
+                f"pool-define-as {name} dir --target {path}; pool-build {name}; "
+                f"pool-start {name}; pool-autostart {name}",
+                check=False,
+            )
+            if not self._active("pool-list", name):
+                raise LabError(f"{self.name}: pool '{name}' did not start: {proc.stderr.strip()}")
 
     def _active(self, list_cmd: str, name: str) -> bool:
         """Whether pool/network `name` is active (list_cmd: pool-list or net-list)."""

@@ -41,6 +41,13 @@ class Lab:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    @property
+    def shared_dir(self) -> Path:
+        """Pool 'shared' of every host (config.SHARED_POOL_PATH inside them), from outside."""
+        if self.base_dir is None:
+            raise LabError("lab not started")
+        return self.base_dir / "shared"
+
     def __getitem__(self, index: int) -> LabHost:
         return self.hosts[index]
 
@@ -68,6 +75,7 @@ class Lab:
             self._own_dir = not self.base_dir.exists()
             self.base_dir.mkdir(parents=True, exist_ok=True)
         port_base = self.port_base or find_port_base(n_hosts)
+        self.shared_dir.mkdir(exist_ok=True)
         self.hosts = [
             LabHost(
                 name=f"host{i}",
@@ -77,6 +85,7 @@ class Lab:
                 kvm=flags[i],
                 kvm_denied=denied[i],
                 network_mode=self.network,
+                shared_dir=str(self.shared_dir),
             )
             for i in range(n_hosts)
         ]
@@ -111,6 +120,7 @@ class Lab:
         self._each(LabHost.stop)
         if self.base_dir is not None:
             (self.base_dir / STATE_FILE).unlink(missing_ok=True)
+            shutil.rmtree(self.shared_dir, ignore_errors=True)
             if self._own_dir:
                 shutil.rmtree(self.base_dir, ignore_errors=True)
             else:

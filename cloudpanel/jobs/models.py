@@ -17,6 +17,7 @@ class Job(models.Model):
         INSTANCE = "instance", "Instance"
         IMAGE = "image", "Image"
         HOST = "host", "Host"
+        BACKUP = "backup", "Backup"
 
     ACTIVE = (Status.PENDING, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

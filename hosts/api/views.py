@@ -10,10 +10,11 @@ from cloudpanel.permissions import AdminOnly
 
 from .. import services
 from ..selectors import host_list_with_allocation
+from .continuity import HostContinuityActions
 from .serializers import HostSerializer
 
 
-class HostViewSet(viewsets.ModelViewSet):
+class HostViewSet(HostContinuityActions, viewsets.ModelViewSet):
     """Hypervisors under management (admins only)."""
 
     serializer_class = HostSerializer

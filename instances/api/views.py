@@ -21,7 +21,11 @@ from .. import consoles, guest, operations, selectors, services
 from ..filters import InstanceFilter
 from ..models import Flavor, Snapshot
 from ..rules import image_visible
+from .backups import BackupActions
 from .guest import GuestInfoSerializer, SetPasswordSerializer
+from .migration import MigrationActions
+from .mirrors import MirrorActions
+from .recovery import RecoveryActions
 from .serializers import (
     AdoptSerializer,
     ConsoleTicketSerializer,
@@ -81,7 +85,15 @@ class NamedFiltersBackend(DjangoFilterBackend):
         return super().filter_queryset(request, queryset, view)
 
 
-class InstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class InstanceViewSet(
+    MigrationActions,
+    MirrorActions,
+    BackupActions,
+    RecoveryActions,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
     """Virtual machines: members act in their projects, viewers look, others see nothing."""
 
     serializer_class = InstanceSerializer

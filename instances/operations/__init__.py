@@ -6,6 +6,7 @@ Pages and the API start them the same way: `operation.start(user=..., target=ins
 `operation.run`, and a job that dies half-way gets `operation.on_abandoned`.
 """
 
+from . import backup, cold_migrate, migrate, mirror, rebuild  # noqa: F401 - register
 from .create import CREATE
 from .delete import DELETE
 from .power import POWER, PowerOperation

@@ -12,6 +12,7 @@ from cloudpanel.virt import domains
 from cloudpanel.virt.events import DomainEvent
 from hosts.models import Host
 
+from ..mirror_events import on_block_job
 from ..models import Instance
 from ..selectors import unmanaged_domains_among
 from ..signals import instance_changed
@@ -47,6 +48,8 @@ def apply_event(host: Host, uri: str, event: DomainEvent) -> str:
     instance = Instance.objects.filter(host=host, domain_name=event.name).first()
     if instance is None:
         return UNMANAGED
+    if event.kind == "BLOCK_JOB":
+        on_block_job(instance, host, uri, event)
     if instance.state in LEFT_ALONE:
         return MANAGED
     if event.state is not None:

@@ -1,0 +1,1 @@
+"""Host evacuation (H3)."""

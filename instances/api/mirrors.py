@@ -1,0 +1,5 @@
+"""InstanceViewSet actions (H4)."""
+
+
+class MirrorActions:
+    """Mixed into instances.api.views.InstanceViewSet."""

@@ -1,0 +1,8 @@
+"""Instance page parts (H5): the card on the detail page and its form posts."""
+
+urlpatterns: list = []
+
+
+def detail_context(request, instance) -> dict:
+    """What templates/instances/_backup.html needs on the instance page."""
+    return {}

@@ -1,0 +1,1 @@
+"""Backups, restore as a new instance, capture as an image (H5)."""

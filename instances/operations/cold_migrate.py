@@ -1,0 +1,1 @@
+"""Cold migration (H2)."""

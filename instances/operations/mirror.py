@@ -1,0 +1,1 @@
+"""Disk mirroring: block copy, pivot, stop (H4)."""

@@ -1,0 +1,1 @@
+"""Rebuild a host-down instance elsewhere from its mirror or backup (H3)."""
