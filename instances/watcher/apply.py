@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 
 # A running job owns these (create, delete) and refreshes the row itself at its end; error
 # waits for a person, as reconcile leaves it (any job refreshes it).
-LEFT_ALONE = (Instance.State.BUILDING, Instance.State.DELETING, Instance.State.ERROR)
+LEFT_ALONE = (
+    Instance.State.BUILDING,
+    Instance.State.DELETING,
+    Instance.State.ERROR,
+    Instance.State.HOST_DOWN,  # an admin decides: rebuild elsewhere, or the host returns
+)
 
 MANAGED, UNMANAGED = "managed", "unmanaged"
 
