@@ -5,6 +5,7 @@ class HostsConfig(AppConfig):
     name = "hosts"
 
     def ready(self) -> None:
+        from . import operations  # noqa: F401 - registers host.evacuate
         from .events import on_host_changed
         from .signals import host_changed
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict
+from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from cloudpanel import crypto, virt
@@ -192,3 +195,43 @@ def host_delete(*, host: Host) -> None:
     host.delete()  # the key file goes with the row (Host's post_delete)
     if pooled:
         virt.get_pool().close(pooled)
+
+
+def host_set_maintenance(*, host: Host, maintenance: bool) -> Host:
+    """A host in maintenance takes no new instances (the scheduler and the migration
+    targets refuse it); what runs on it keeps running until moved."""
+    maintenance = bool(maintenance)
+    if host.maintenance != maintenance:
+        host.maintenance = maintenance
+        host.save(update_fields=["maintenance"])
+        transaction.on_commit(lambda: host_changed.send(sender=Host, host=host))
+    return host
+
+
+# Sent with `host` and `since` (its last_seen_at) when a host stays offline past the grace
+# period; instances/hostdown.py marks its instances host-down (hosts imports no instances).
+# Receivers return how many instances they marked.
+host_lost = Signal()
+
+
+def hosts_mark_lost(*, grace_seconds: float | None = None, now=None) -> dict[str, int]:
+    """Hosts offline (or in error) and not seen for longer than the grace period: tell the
+    receivers, which mark their instances host-down. Returns {host name: instances marked}."""
+    if grace_seconds is None:
+        grace_seconds = settings.HOST_DOWN_GRACE_SECONDS
+    cutoff = (now or timezone.now()) - timedelta(seconds=grace_seconds)
+    lost = Host.objects.filter(
+        status__in=(Host.Status.OFFLINE, Host.Status.ERROR),
+        last_seen_at__isnull=False,
+        last_seen_at__lte=cutoff,
+    )
+    marked = {}
+    for host in lost:
+        replies = host_lost.send(sender=Host, host=host, since=host.last_seen_at)
+        count = sum(r for _, r in replies if isinstance(r, int))
+        if count:
+            log.warning(
+                "host %s lost since %s: %d instance(s) host-down", host, host.last_seen_at, count
+            )
+        marked[host.name] = count
+    return marked

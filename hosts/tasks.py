@@ -77,3 +77,9 @@ def check_all_hosts() -> int:
     started = start_checks(ids)
     wait(started, timeout=WAIT_SECONDS)
     return len(started)
+
+
+@shared_task(name="hosts.tasks.mark_lost_hosts", soft_time_limit=60)
+def mark_lost_hosts() -> dict[str, int]:
+    """Instances of hosts offline past HOST_DOWN_GRACE_SECONDS become host-down."""
+    return services.hosts_mark_lost()
