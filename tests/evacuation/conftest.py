@@ -1,0 +1,67 @@
+"""Evacuation, host loss and rebuild: the instance fixtures, and a lab of our own for the
+lost-host test (its host is stopped for good; the session lab stays intact)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.instances.conftest import (  # noqa: F401 - fixtures
+    _in_memory_channels,
+    qcow2_image,
+    tiny_flavor,
+)
+
+
+@pytest.fixture
+def member(db, member_user, default_project):
+    from cloudpanel.projects.services import membership_set
+
+    membership_set(project=default_project, user=member_user)
+    return member_user
+
+
+@pytest.fixture
+def dead_host(db):
+    """A registered host that was online once and answers no more."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hosts.models import Host
+
+    return Host.objects.create(
+        name="gone",
+        uri="qemu+tcp://127.0.0.1:9/system",
+        status=Host.Status.OFFLINE,
+        last_seen_at=timezone.now() - timedelta(minutes=10),
+        capabilities={"cpus": 4, "memory_bytes": 8 << 30},
+        storage_pools=[{"name": "default", "active": True, "capacity_bytes": 100 << 30}],
+    )
+
+
+@pytest.fixture(scope="module")
+def loss_lab():
+    """Two TCG lab hosts of this module's own: one of them is stopped for good."""
+    from tests.conftest import _libvirt_available
+
+    problem = _libvirt_available()
+    if problem:
+        pytest.fail(f"libvirt lab unavailable: {problem}")
+    from django.conf import settings
+
+    from lab import Lab
+
+    base = Path(tempfile.mkdtemp(prefix="cloudpanel-lab-loss-"))
+    the_lab = Lab()
+    the_lab.start(n_hosts=2, kvm=[False, False], base_dir=base)
+    dirs = [*settings.LIBVIRT_SOCKET_DIRS, *(str(h.socket_path.parent) for h in the_lab.hosts)]
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(settings, "LIBVIRT_SOCKET_DIRS", dirs)
+            mp.setenv("LIBVIRT_SOCKET_DIRS", ",".join(dirs))
+            yield the_lab
+    finally:
+        the_lab.stop()
