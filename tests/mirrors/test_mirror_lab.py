@@ -1,0 +1,133 @@
+"""Disk mirroring on the real libvirt lab (lab1, TCG; tiny OS-less guests): block copy to
+the shared pool, writes reaching the copy, pivot, stop, and a domain dying under a mirror."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from cloudpanel.errors import Conflict
+from cloudpanel.jobs.models import Job
+from instances.models import DiskMirror, Volume
+from instances.operations.mirror import MIRROR_PIVOT, MIRROR_START, MIRROR_STOP
+from lab import virsh
+
+from .conftest import (
+    blockjob_info,
+    disk_source,
+    file_holds_pattern,
+    guest_write,
+    live_xml,
+    outside,
+    qemu_img_info,
+    run_ok,
+    uri_of,
+)
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.django_db]
+
+
+def mirror_of(instance, admin_user, pool="shared") -> DiskMirror:
+    job = run_ok(MIRROR_START.start(user=admin_user, target=instance, disk="vda", pool=pool))
+    mirror = DiskMirror.objects.select_related("volume").get(pk=job.result["mirror"])
+    assert mirror.job_id == job.id
+    return mirror
+
+
+def test_mirror_converges_takes_writes_and_stops_as_a_standalone_copy(
+    lab, running_instance, admin_user
+):
+    instance = running_instance()
+    root = instance.volumes.get(role=Volume.Role.ROOT)
+    mirror = mirror_of(instance, admin_user)
+
+    # The database and libvirt agree: the copy is in sync, the block job keeps running.
+    assert mirror.state == DiskMirror.State.MIRRORED and mirror.synced_at is not None
+    assert "Block Copy: [100 %]" in blockjob_info(instance), blockjob_info(instance)
+    el = next(
+        d
+        for d in live_xml(instance).findall("devices/disk")
+        if d.find("target").get("dev") == "vda"
+    )
+    assert el.find("mirror").get("ready") == "yes"
+    assert el.find("mirror").get("file") == mirror.volume.path
+    volume = mirror.volume
+    assert (volume.role, volume.pool, volume.disk_target, volume.state) == (
+        "mirror",
+        "shared",
+        "vda",
+        "ready",
+    )
+    assert volume.path.startswith("/var/lib/libvirt/shared/")
+    instance.refresh_from_db()
+    assert instance.current_job is None and instance.state == "running"
+    job = Job.objects.get(pk=mirror.job_id)
+    assert job.progress == 100 and "mirrored" in job.step
+
+    # The running disk is an overlay of the image; its mirror is a whole disk on its own.
+    # (its backing file's path is inside the host's namespace: not opened from here)
+    assert qemu_img_info(outside(lab, root), chain=False)[0].get("backing-filename")
+    chain = qemu_img_info(outside(lab, volume))
+    assert len(chain) == 1 and "backing-filename" not in chain[0], chain
+    assert chain[0]["virtual-size"] == root.capacity_bytes == volume.capacity_bytes
+
+    # One mirror per disk.
+    with pytest.raises(Conflict, match="mirrored already"):
+        MIRROR_START.start(user=admin_user, target=instance, disk="vda", pool="shared")
+
+    # A guest write after convergence reaches the copy.
+    assert not file_holds_pattern(outside(lab, volume))
+    guest_write(instance)
+    run_ok(MIRROR_STOP.start(user=admin_user, target=instance, mirror=mirror))
+    mirror.refresh_from_db()
+    assert mirror.state == DiskMirror.State.STOPPED and mirror.error == ""
+    assert "Block Copy" not in blockjob_info(instance)
+    assert disk_source(instance) == root.path  # the instance still runs on its own disk
+    assert (
+        virsh(uri_of(instance.host), "domstate", instance.domain_name).stdout.strip() == "running"
+    )
+
+    path = outside(lab, volume)
+    assert Volume.objects.filter(pk=volume.pk, role="mirror").exists()
+    check = subprocess.run(["qemu-img", "check", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "backing-filename" not in qemu_img_info(path)[0]
+    assert file_holds_pattern(path)
+
+    # Stopped: a new mirror of the same disk may start again.
+    second = mirror_of(instance, admin_user)
+    assert second.pk != mirror.pk and second.state == DiskMirror.State.MIRRORED
+    run_ok(MIRROR_STOP.start(user=admin_user, target=instance, mirror=second))
+
+
+def test_pivot_moves_the_running_instance_onto_the_mirror(lab, running_instance, admin_user):
+    instance = running_instance()
+    root = instance.volumes.get(role=Volume.Role.ROOT)
+    old_file = outside(lab, root)
+    mirror = mirror_of(instance, admin_user)
+    guest_write(instance)
+
+    job = run_ok(MIRROR_PIVOT.start(user=admin_user, target=instance, mirror=mirror))
+    mirror.refresh_from_db()
+    assert mirror.state == DiskMirror.State.PIVOTED
+    assert job.result["path"] == mirror.volume.path
+    # libvirt: the live and the persistent definitions name the mirror; still running.
+    assert disk_source(instance) == mirror.volume.path
+    assert disk_source(instance, inactive=True) == mirror.volume.path
+    assert (
+        virsh(uri_of(instance.host), "domstate", instance.domain_name).stdout.strip() == "running"
+    )
+    assert "Block Copy" not in blockjob_info(instance)
+    assert file_holds_pattern(outside(lab, mirror.volume))  # the guest's data came along
+    # The panel: the mirror is the root disk now, the old volume is gone from host and rows.
+    assert not Volume.objects.filter(pk=root.pk).exists()
+    assert not old_file.exists()
+    volumes = list(instance.volumes.all())
+    assert [(v.pk, v.role, v.pool) for v in volumes] == [(mirror.volume_id, "root", "shared")]
+    instance.refresh_from_db()
+    assert instance.state == "running" and instance.current_job is None
+
+    # Pivoted: nothing left to pivot or stop.
+    with pytest.raises(Conflict):
+        MIRROR_STOP.start(user=admin_user, target=instance, mirror=mirror)
