@@ -8,6 +8,7 @@ import logging
 from django.utils import timezone
 
 from cloudpanel import virt
+from cloudpanel.jobs.models import Job
 from cloudpanel.virt import domains
 from cloudpanel.virt.events import DomainEvent
 from hosts.models import Host
@@ -29,6 +30,20 @@ LEFT_ALONE = (
 )
 
 MANAGED, UNMANAGED = "managed", "unmanaged"
+
+# While one of these runs, the instance's domain leaves its host (stopped/migrated, then
+# undefined) and appears on another: the job records where it ends up.
+MOVING_KINDS = ("instance.migrate", "instance.cold-migrate")
+
+
+def is_moving(instance: Instance) -> bool:
+    if instance.current_job_id is None:
+        return False
+    return Job.objects.filter(
+        pk=instance.current_job_id,
+        kind__in=MOVING_KINDS,
+        status__in=(Job.Status.PENDING, Job.Status.RUNNING),
+    ).exists()
 
 
 def _state_now(uri: str, host: Host, event: DomainEvent, was: str) -> tuple[str, str] | None:
@@ -53,6 +68,8 @@ def apply_event(host: Host, uri: str, event: DomainEvent) -> str:
     instance = Instance.objects.filter(host=host, domain_name=event.name).first()
     if instance is None:
         return UNMANAGED
+    if is_moving(instance):
+        return MANAGED  # the migration's own block jobs and lifecycle events
     if event.kind == "BLOCK_JOB":
         on_block_job(instance, host, uri, event)
     if instance.state in LEFT_ALONE:
