@@ -156,6 +156,17 @@ def mirrors_refresh(instance: Instance) -> bool:
     return changed
 
 
+def mirror_list(instance: Instance, *, refresh: bool = True) -> list[DiskMirror]:
+    """The instance's mirrors, newest first; active ones read back from libvirt first (that
+    keeps synced_at fresh while they stay in sync)."""
+    if refresh:
+        try:
+            mirrors_refresh(instance)
+        except VirtError as exc:
+            log.info("mirrors of %s not refreshed: %s", instance, exc)
+    return list(instance.mirrors.select_related("volume"))
+
+
 def on_block_job(instance, host, uri: str, event) -> None:
     """Called by the watcher (instances/watcher/apply.py) for every BLOCK_JOB event of a
     managed domain. event.detail: "vda copy ready", "vda copy completed" (pivot), "vda copy
