@@ -29,6 +29,7 @@ from hosts.selectors import GIB
 from images.models import Image
 from images.store import StagingWriter
 
+from .. import backups as _backups  # noqa: F401 - its receiver keeps backups on delete
 from .. import scheduler
 from ..models import Backup, Instance, Volume
 from ..rules import GONE, no_room_message, require_act, require_host_online, validate_name

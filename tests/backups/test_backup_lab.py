@@ -80,8 +80,15 @@ def test_running_backup_restores_as_new_instance_with_the_data(
     assert restored_disk.name != copy.name
     assert pattern_present(restored_disk)
     assert not pattern_present(restored_disk, 0xCD)  # the check can fail
-    # The backup is still there, unchanged, for another restore.
+    # The backup is still there, unchanged, for another restore, also once its instance
+    # is deleted.
     assert file_sha256(stored) == backup.sha256
+    instance.refresh_from_db()
+    run_ok(operations.DELETE.start(user=member, target=instance))
+    assert not Instance.objects.filter(pk=instance.pk).exists()
+    backup.refresh_from_db()
+    assert backup.instance_id is None and backup.volumes.get().name == copy.name
+    assert copy.name in pool_volumes(host) and file_sha256(stored) == backup.sha256
 
 
 def test_fallback_offline_capture_retention_and_failure(
