@@ -22,7 +22,7 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobCancelled, JobContext, JobFailed
 from cloudpanel.projects import access
-from cloudpanel.virt import NotFound, VirtError, blockjobs, storage
+from cloudpanel.virt import AlreadyExists, NotFound, VirtError, blockjobs, storage
 
 from ..mirror_events import mirror_apply_pivot, mirror_fail, mirrors_refresh, volume_at
 from ..models import DiskMirror, Instance, Volume
@@ -125,7 +125,14 @@ class MirrorStart(_MirrorOperation):
         volume.save(update_fields=["disk_target"])
         mirror.volume = volume
         mirror.save(update_fields=["volume", "updated_at"])
-        info = storage.create_volume(uri, pool, name, size.capacity_bytes, fmt="qcow2")
+        try:
+            info = storage.create_volume(uri, pool, name, size.capacity_bytes, fmt="qcow2")
+        except AlreadyExists:
+            # Not ours: the failure path must not delete it.
+            mirror.volume = None
+            mirror.save(update_fields=["volume", "updated_at"])
+            volume.delete()
+            raise
         volume_ready(volume, info)
 
         ctx.progress(10, f"Copying disk {disk} to {info.path}", public=f"Copying disk {disk}")

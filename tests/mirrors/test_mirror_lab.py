@@ -4,6 +4,7 @@ the shared pool, writes reaching the copy, pivot, stop, and a domain dying under
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from .conftest import (
     live_xml,
     outside,
     qemu_img_info,
+    run,
     run_ok,
     uri_of,
 )
@@ -131,3 +133,51 @@ def test_pivot_moves_the_running_instance_onto_the_mirror(lab, running_instance,
     # Pivoted: nothing left to pivot or stop.
     with pytest.raises(Conflict):
         MIRROR_STOP.start(user=admin_user, target=instance, mirror=mirror)
+
+
+def test_failed_start_removes_its_volume_and_leaves_the_instance_alone(
+    lab, running_instance, admin_user
+):
+    instance = running_instance()
+    uri = uri_of(instance.host)
+    # Someone copies the disk behind the panel's back: libvirt refuses a second block job.
+    virsh(uri, "blockcopy", instance.domain_name, "vda", "/var/lib/libvirt/images/foreign.qcow2",
+          "--transient-job")  # fmt: skip
+    try:
+        job = run(MIRROR_START.start(user=admin_user, target=instance, disk="vda", pool="shared"))
+        assert job.status == Job.Status.FAILED
+        mirror = DiskMirror.objects.get(instance=instance)
+        assert mirror.state == DiskMirror.State.FAILED and "block job" in mirror.error
+        assert mirror.volume is None
+        assert not instance.volumes.filter(role=Volume.Role.MIRROR).exists()
+        assert not list(Path(lab.shared_dir).glob(f"{instance.domain_name}*"))
+        instance.refresh_from_db()
+        assert (instance.state, instance.state_reason, instance.current_job) == (
+            "running",
+            "",
+            None,
+        )
+        assert disk_source(instance) == instance.volumes.get(role="root").path
+    finally:
+        virsh(uri, "blockjob", instance.domain_name, "vda", "--abort", check=False)
+        (Path(lab.hosts[1].pool_dir) / "foreign.qcow2").unlink(missing_ok=True)
+
+
+def test_api_flow(lab, running_instance, api_client):
+    instance = running_instance()
+    base = f"/api/v1/instances/{instance.pk}/mirrors/"
+    resp = api_client.post(base, {"disk": "vda", "pool": "shared"}, format="json")
+    assert resp.status_code == 202, resp.content
+    assert resp.json()["kind"] == "instance.mirror" and resp["Location"]
+    run_ok(Job.objects.get(pk=resp.json()["id"]))
+    (row,) = api_client.get(base).json()
+    assert (row["state"], row["pool"], row["disk"]) == ("mirrored", "shared", "vda")
+    first_sync = row["synced_at"]
+    (row,) = api_client.get(base).json()  # each read refreshes the steady state
+    assert row["synced_at"] > first_sync
+
+    resp = api_client.post(f"{base}{row['id']}/stop/")
+    assert resp.status_code == 202 and resp.json()["kind"] == "instance.mirror-stop"
+    run_ok(Job.objects.get(pk=resp.json()["id"]))
+    (row,) = api_client.get(base).json()
+    assert row["state"] == "stopped" and row["volume_name"]
