@@ -191,9 +191,14 @@ class LiveMigrate(InstanceOperation):
             self._recover(ctx, instance, source, target, plan, why="cancelled")
             raise
         except virt.VirtError as exc:
-            self._recover(ctx, instance, source, target, plan, why=str(exc))
+            why = str(exc)
+            try:
+                virt.ping(dst_uri)
+            except virt.VirtError:
+                why = f"host {target.name} stopped answering ({exc})"
+            self._recover(ctx, instance, source, target, plan, why=why)
             raise RolledBack(
-                f"Live migration to host {target.name} failed: {exc}", public=PUBLIC_FAILURE
+                f"Live migration to host {target.name} failed: {why}", public=PUBLIC_FAILURE
             ) from exc
         wall_ms = int((time.monotonic() - started) * 1000)
         completed = migration.completed_stats(dst_uri, instance.domain_name)

@@ -138,15 +138,24 @@ def on_job_progress():
 
 
 @pytest.fixture(autouse=True)
-def _delete_instances_after(request):
+def _delete_instances_after(request, db):
     """The lab is shared by the whole session: stop and remove what a test made."""
     yield
     if "lab_hosts" not in request.fixturenames and "own_lab_hosts" not in request.fixturenames:
         return
+    from django.contrib.auth.models import User
+
     from instances.operations.delete import DELETE
     from tests.instances.conftest import run
 
-    user = request.getfixturevalue("admin_user")
+    user = User.objects.filter(is_staff=True).first() or User.objects.create(
+        username="cleanup-admin", is_staff=True, is_superuser=True
+    )
+    from cloudpanel.jobs.models import Job
+
+    Job.objects.filter(status__in=(Job.Status.PENDING, Job.Status.RUNNING)).update(
+        status=Job.Status.CANCELLED
+    )
     for instance in Instance.objects.select_related("host"):
         Instance.objects.filter(pk=instance.pk).update(current_job=None)
         instance.refresh_from_db()
