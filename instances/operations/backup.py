@@ -76,7 +76,8 @@ def copy_disks(
         volume_ready(volume, info)
 
     def cancelled() -> bool:
-        return ctx.cancelled()
+        ctx.check_cancelled()  # raises JobCancelled: the copy is aborted, the job cancelled
+        return False
 
     if state == "shutoff":
         for i, (disk, volume) in enumerate(planned):
@@ -99,9 +100,13 @@ def copy_disks(
             )
         ctx.progress(lo, "Backing up the disks (libvirt backup, push mode)", public=True)
 
+        shown = {"percent": lo}
+
         def progress(done: int, total: int) -> None:
-            if total:
-                ctx.progress(lo + (hi - lo) * done // total, None)
+            percent = lo + (hi - lo) * done // total if total else lo
+            if percent != shown["percent"]:  # a write and a broadcast per change, not poll
+                shown["percent"] = percent
+                ctx.progress(percent, None)
 
         vbackup.push_backup(
             uri,
@@ -275,6 +280,7 @@ class _RestoreProvision(Create):
 class Restore(Operation):
     kind = "backup.restore"
     target_type = Job.TargetType.BACKUP
+    exclusive = False  # reading a backup changes it not: restores of one backup may overlap
 
     def target_name(self, target: Backup) -> str:
         return target.name or f"backup {target.pk} of {target.instance_name}"

@@ -80,6 +80,14 @@ def test_running_backup_restores_as_new_instance_with_the_data(
     assert restored_disk.name != copy.name
     assert pattern_present(restored_disk)
     assert not pattern_present(restored_disk, 0xCD)  # the check can fail
+    # An admin restores it on the other host (no shared storage: streamed across).
+    job = run_ok(RESTORE.start(user=admin_user, target=backup, name="elsewhere", host=lab_hosts[0]))
+    moved = Instance.objects.get(pk=job.result["instance"])
+    assert moved.host_id == lab_hosts[0].pk and moved.state == "running"
+    assert dom_state(lab_hosts[0], moved.domain_name) == "running"
+    power(admin_user, moved, "stop")
+    assert pattern_present(lab.hosts[0].pool_dir / moved.volumes.get(role="root").name)
+
     # The backup is still there, unchanged, for another restore, also once its instance
     # is deleted.
     assert file_sha256(stored) == backup.sha256
