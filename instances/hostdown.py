@@ -142,6 +142,8 @@ def recovery_sources(instance: Instance) -> list[RecoverySource]:
         if mirror.state == DiskMirror.State.MIRRORED:
             # In sync until the host died: the loss is what it wrote after it was last seen.
             copy_of, basis = last_seen, "mirrored until the host was last seen"
+            if mirror.synced_at and (copy_of is None or mirror.synced_at > copy_of):
+                copy_of = mirror.synced_at
         else:
             copy_of, basis = mirror.synced_at, "mirror stopped: in sync until then"
         sources.append(RecoverySource("mirror", mirror.pk, mirror.volume, copy_of, basis))

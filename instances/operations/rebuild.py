@@ -46,11 +46,10 @@ def _require_admin(user) -> None:
         raise PermissionDenied("Only administrators can rebuild instances.")
 
 
-def choose_source(
+def source_candidates(
     instance: Instance, source: str | None = None, source_id: int | None = None
-) -> hostdown.RecoverySource:
-    """The copy to rebuild from: the one asked for, else the newest of that kind, else the
-    newest of all."""
+) -> list[hostdown.RecoverySource]:
+    """The copies asked for (a kind, an id), newest first."""
     if source is not None and source not in SOURCES:
         raise InvalidInput({"source": [f"One of: {', '.join(SOURCES)}."]})
     candidates = hostdown.recovery_sources(instance)
@@ -64,7 +63,29 @@ def choose_source(
             f"Instance {instance.name} has no usable {what} to rebuild from (a mirror must be "
             "mirrored or stopped, a backup ready)."
         )
-    return candidates[0]
+    return candidates
+
+
+def choose_source(
+    instance: Instance, source: str | None = None, source_id: int | None = None
+) -> hostdown.RecoverySource:
+    return source_candidates(instance, source, source_id)[0]
+
+
+def choose(
+    instance: Instance,
+    source: str | None = None,
+    source_id: int | None = None,
+    host: Host | None = None,
+) -> tuple[hostdown.RecoverySource, Host]:
+    """The newest copy (of those asked for) that a host can be rebuilt from, and that host."""
+    reasons = []
+    for copy in source_candidates(instance, source, source_id):
+        try:
+            return copy, choose_host(instance, copy, host)
+        except Conflict as exc:
+            reasons.append(f"{copy.source} {copy.id}: {exc}")
+    raise Conflict(" ".join(reasons))
 
 
 def choose_host(instance: Instance, copy: hostdown.RecoverySource, host: Host | None) -> Host:
@@ -138,8 +159,7 @@ class Rebuild(InstanceOperation):
             )
         if source_id not in (None, "") and not str(source_id).isdigit():
             raise InvalidInput({"source_id": ["A whole number."]})
-        copy = choose_source(target, source or None, int(source_id) if source_id else None)
-        chosen = choose_host(target, copy, host)
+        copy, chosen = choose(target, source or None, int(source_id) if source_id else None, host)
         return {
             "source": copy.source,
             "source_id": copy.id,

@@ -14,7 +14,8 @@ from hosts.models import Host
 from hosts.services import host_check_health, host_create
 from hosts.tasks import mark_lost_hosts
 from instances import operations
-from instances.models import DiskMirror, Instance
+from instances.models import Backup, DiskMirror, Instance
+from instances.operations.backup import BACKUP
 from instances.operations.mirror import MIRROR_START
 from instances.operations.rebuild import REBUILD
 from tests.backups.conftest import pattern_present, qemu_io
@@ -50,6 +51,9 @@ def test_instance_rebuilt_from_its_mirror_after_host_loss(
     power(admin_user, instance, "start")
     assert instance.state == "running"
 
+    # A backup in the host's own (private) pool: lost with the host.
+    run_ok(BACKUP.start(user=admin_user, target=instance, name="nightly"))
+    backup = Backup.objects.get(instance=instance)
     run_ok(MIRROR_START.start(user=admin_user, target=instance, disk="vda", pool="shared"))
     mirror = DiskMirror.objects.get(instance=instance)
     assert mirror.state == DiskMirror.State.MIRRORED
@@ -70,11 +74,21 @@ def test_instance_rebuilt_from_its_mirror_after_host_loss(
     api = APIClient()
     api.force_authenticate(admin_user)
     recovery = api.get(f"/api/v1/instances/{instance.pk}/recovery/").json()
-    [source] = recovery["sources"]
+    source, unreachable = recovery["sources"]  # newest copy first
     assert source["source"] == "mirror" and source["id"] == mirror.pk
     assert source["target_host"] == spare.pk, source
     assert source["window_seconds"] >= 0
-    assert source["copy_of"] == lost.last_seen_at.isoformat()  # mirrored until last seen
+    # Mirrored until the host was lost: in sync at least until it reached mirrored.
+    mirror.refresh_from_db()
+    assert source["copy_of"] == max(lost.last_seen_at, mirror.synced_at).isoformat()
+    assert unreachable["source"] == "backup" and unreachable["id"] == backup.pk
+    assert unreachable["copy_of"] == backup.completed_at.isoformat()
+    assert unreachable["target_host"] is None
+    assert "loss0 is offline" in unreachable["problem"], unreachable
+    refused = api.post(
+        f"/api/v1/instances/{instance.pk}/rebuild/", {"source": "backup"}, format="json"
+    )
+    assert refused.status_code == 409 and "offline" in refused.json()["detail"]
     page = APIClient()
     page.force_login(admin_user)
     card = page.get(f"/instances/{instance.pk}/").content.decode()
