@@ -141,6 +141,25 @@ def test_fallback_offline_capture_retention_and_failure(
     blk = virsh(lab.hosts[1].uri_unix, "domblklist", instance.domain_name).stdout
     assert live_disk.path in blk and "overlay" not in blk  # pivoted back to its disk
     assert not any("overlay" in n for n in pool_volumes(host))
+
+    # Cancelled half-way (after the snapshot, before the copy): merged back, nothing left.
+    real = vbackup.snapshot_copy_backup
+
+    def cancel_then_copy(*args, **kwargs):
+        Job.objects.filter(kind="instance.backup", status="running").update(cancel_requested=True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vbackup, "snapshot_copy_backup", cancel_then_copy)
+    before = pool_volumes(host)
+    instance.refresh_from_db()
+    job = run(BACKUP.start(user=member, target=instance))
+    assert job.status == Job.Status.CANCELLED
+    cancelled = Backup.objects.get(job=job)
+    assert cancelled.state == Backup.State.FAILED and cancelled.error == "Cancelled"
+    assert not cancelled.volumes.exists() and pool_volumes(host) == before
+    blk = virsh(lab.hosts[1].uri_unix, "domblklist", instance.domain_name).stdout
+    assert live_disk.path in blk and "overlay" not in blk
+    assert dom_state(host, instance.domain_name) == "running"
     monkeypatch.undo()
 
     # A failure after the copy was made: no partial volume, the backup failed.
@@ -163,10 +182,20 @@ def test_fallback_offline_capture_retention_and_failure(
     # Retention: keep the newest 2 ready backups of the instance.
     newest = take_backup(member, instance)
     files = {b.pk: b.volumes.get().name for b in Backup.objects.filter(state="ready")}
-    assert backups_apply_retention(2) == 2  # the offline one, and the failed one
+    assert backups_apply_retention(2) == 3  # the offline one, the cancelled and failed ones
     kept = set(Backup.objects.values_list("pk", flat=True))
     assert kept == {fallback.pk, newest.pk}
     left = pool_volumes(host)
     assert files[offline.pk] not in left and files[newest.pk] in left
     assert backups_apply_retention(2) == 0
     assert backups_apply_retention(0) == 0
+
+    # Capture of a running instance: from a fresh point-in-time copy, removed afterwards.
+    instance.refresh_from_db()
+    job = run_ok(CAPTURE.start(user=member, target=instance, name="captured-live"))
+    assert job.result["method"] == Backup.Method.PUSH
+    live_image = Image.objects.get(pk=job.result["image"])
+    assert live_image.status == "active" and pattern_present(settings.IMAGE_STORE / live_image.file)
+    assert live_image.sha256 == file_sha256(settings.IMAGE_STORE / live_image.file)
+    assert pool_volumes(host) == left
+    assert dom_state(host, instance.domain_name) == "running"
