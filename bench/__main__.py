@@ -14,6 +14,7 @@ from . import (
     bench_guest,
     bench_instances,
     bench_load,
+    bench_migration,
     bench_pool,
     bench_stats,
 )
@@ -35,6 +36,7 @@ def main() -> int:
         "stats": bench_stats.run,
         "events": bench_events.run,
         "console": bench_console.run,
+        "migration": bench_migration.run,
         "guest": bench_guest.run,  # a real OS under TCG, ~10 min: only when named
     }
     default = [name for name in benches if name != "guest"]
