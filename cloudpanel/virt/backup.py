@@ -53,6 +53,13 @@ class BackupCancelled(VirtError):
     """The caller asked to stop; what was started on the host was aborted."""
 
 
+class PushUnsupported(VirtError):
+    """backupBegin was refused as unsupported although the capabilities offered it."""
+
+
+_UNSUPPORTED = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED}
+
+
 def _dom(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
     return conn.lookupByName(name)
 
@@ -149,7 +156,8 @@ def push_backup(
 ) -> dict:
     """Back up the running domain's disks into the (pre-created qcow2) files of `targets`;
     returns libvirt's completed job stats. On cancel, timeout or failure the job is aborted
-    and VirtError (BackupCancelled) raised; the target files are the caller's to remove."""
+    and VirtError (BackupCancelled) raised; the target files are the caller's to remove.
+    PushUnsupported: the host refused the backup API itself (nothing was started)."""
 
     def begin(conn: libvirt.virConnect) -> None:
         dom = _dom(conn, domain)
@@ -157,9 +165,14 @@ def push_backup(
             xmlutil.attr(d, "target", "dev")
             for d in xmlutil.parse(dom.XMLDesc(0)).findall("devices/disk")
         ]
-        dom.backupBegin(
-            backup_xml(targets, names), None, libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL
-        )
+        try:
+            dom.backupBegin(
+                backup_xml(targets, names), None, libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _UNSUPPORTED:
+                raise PushUnsupported(exc.get_error_message() or str(exc)) from exc
+            raise
 
     get_pool().call(uri, begin)
     deadline = time.monotonic() + timeout
@@ -386,6 +399,7 @@ def download_volume(
 
 __all__ = [
     "BackupCancelled",
+    "PushUnsupported",
     "SourceDisk",
     "backup_xml",
     "download_volume",

@@ -98,25 +98,36 @@ def copy_disks(
                 volume,
                 storage.create_volume(uri, volume.pool, volume.name, disk.capacity_bytes),
             )
-        ctx.progress(lo, "Backing up the disks (libvirt backup, push mode)", public=True)
+        try:
+            return _push(ctx, uri, domain, planned, cancelled, lo, hi)
+        except vbackup.PushUnsupported as exc:
+            ctx.log(f"the host refused the backup API ({exc}); falling back")
+            for _disk, volume in planned:  # the snapshot-copy path clones into new files
+                storage.delete_volume(uri, volume.pool, volume.name)
+    return _snapshot_copy(ctx, uri, domain, planned, clone, cancelled, lo)
 
-        shown = {"percent": lo}
 
-        def progress(done: int, total: int) -> None:
-            percent = lo + (hi - lo) * done // total if total else lo
-            if percent != shown["percent"]:  # a write and a broadcast per change, not poll
-                shown["percent"] = percent
-                ctx.progress(percent, None)
+def _push(ctx, uri: str, domain: str, planned, cancelled, lo: int, hi: int) -> str:
+    ctx.progress(lo, "Backing up the disks (libvirt backup, push mode)", public=True)
+    shown = {"percent": lo}
 
-        vbackup.push_backup(
-            uri,
-            domain,
-            {disk.target: volume.path for disk, volume in planned},
-            progress=progress,
-            cancelled=cancelled,
-        )
-        return Backup.Method.PUSH
+    def progress(done: int, total: int) -> None:
+        percent = lo + (hi - lo) * done // total if total else lo
+        if percent != shown["percent"]:  # a write and a broadcast per change, not per poll
+            shown["percent"] = percent
+            ctx.progress(percent, None)
 
+    vbackup.push_backup(
+        uri,
+        domain,
+        {disk.target: volume.path for disk, volume in planned},
+        progress=progress,
+        cancelled=cancelled,
+    )
+    return Backup.Method.PUSH
+
+
+def _snapshot_copy(ctx, uri: str, domain: str, planned, clone, cancelled, lo: int) -> str:
     by_target = {disk.target: volume for disk, volume in planned}
     ctx.progress(
         lo,
