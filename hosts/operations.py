@@ -19,7 +19,7 @@ from cloudpanel.jobs import registry
 from cloudpanel.jobs.children import ChildSpec, run_children
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import Operation, register
-from cloudpanel.jobs.services import JobContext, JobFailed
+from cloudpanel.jobs.services import JobContext, JobFailed, job_cancel
 from cloudpanel.projects import access
 
 from .models import Host
@@ -92,6 +92,12 @@ class Evacuate(Operation):
         ctx.job.result = dict(result)
         ctx.progress(100, f"Moved {moved} of {len(planned)} instance(s) off {host.name}")
         return result
+
+    def on_abandoned(self, job: Job) -> None:
+        """The parent died (worker lost) or was cancelled before it ran: its children that
+        never started are cancelled (they were made for this parent to run)."""
+        for child in Job.objects.filter(parent=job, status=Job.Status.PENDING):
+            job_cancel(job=child)
 
     # --- the plan ----------------------------------------------------------------------
 

@@ -231,3 +231,40 @@ def recovery_overview(instance: Instance) -> dict:
         "host_last_seen_at": host.last_seen_at.isoformat() if host and host.last_seen_at else None,
         "sources": sources,
     }
+
+
+# --- leftovers -------------------------------------------------------------------------
+
+
+def leftover_remove(*, host: Host, domain_name: str) -> dict:
+    """Remove a leftover domain from `host` (one of an instance that lives elsewhere now),
+    with the volumes of it the panel recorded there when the instance moved away (rows of no
+    instance). Anything else is refused: this never touches a managed domain."""
+    from cloudpanel.errors import Conflict, HostUnavailable, NotFound
+    from cloudpanel.virt import domains
+
+    if host.status != Host.Status.ONLINE:
+        raise HostUnavailable(f"Host {host.name} is {host.status}")
+    uri = connection_uri(host)
+    listed = {d.name: d for d in virt.list_domains(uri)}
+    dom = listed.get(domain_name)
+    if dom is None:
+        raise NotFound(f"Host {host.name} has no domain {domain_name}.")
+    owner = Instance.objects.filter(uuid=dom.uuid).exclude(host=host).first()
+    if owner is None or Instance.objects.filter(host=host, domain_name=domain_name).exists():
+        raise Conflict(f"Domain {domain_name} on {host.name} is not a leftover.")
+    details = domains.domain_details(uri, domain_name)
+    if details.active:
+        domains.destroy_domain(uri, domain_name)
+    domains.undefine_domain(uri, domain_name)
+    removed = []
+    paths = {d.path for d in details.disks}
+    for row in Volume.objects.filter(host=host, instance__isnull=True, path__in=paths):
+        storage.delete_volume(uri, row.pool, row.name)
+        removed.append(f"{row.pool}/{row.name}")
+        row.delete()
+    Host.objects.filter(pk=host.pk).update(
+        unmanaged_domains=[d for d in host.unmanaged_domains or [] if d.get("name") != domain_name]
+    )
+    log.info("leftover %s of instance %s removed from %s", domain_name, owner.pk, host.name)
+    return {"domain": domain_name, "instance": owner.pk, "volumes": removed}

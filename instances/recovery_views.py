@@ -35,7 +35,26 @@ def instance_rebuild(request, pk: int):
     return redirect("instances:detail", pk)
 
 
-urlpatterns = [path("<int:pk>/rebuild/", instance_rebuild, name="rebuild")]
+@staff_member_required(login_url="/login/")
+@require_POST
+def leftover_remove(request):
+    """Remove a leftover domain listed on a host's page (its instance lives elsewhere now)."""
+    host = get_object_or_404(Host, pk=request.POST.get("host") or 0)
+    domain = request.POST.get("domain", "")
+    attempt(
+        request,
+        hostdown.leftover_remove,
+        f"Leftover domain {domain} removed from {host.name}.",
+        host=host,
+        domain_name=domain,
+    )
+    return redirect("hosts:detail", pk=host.pk)
+
+
+urlpatterns = [
+    path("<int:pk>/rebuild/", instance_rebuild, name="rebuild"),
+    path("leftovers/remove/", leftover_remove, name="leftover-remove"),
+]
 
 
 def detail_context(request, instance) -> dict:
