@@ -103,7 +103,9 @@ def test_live_migration_with_shared_storage_keeps_the_disk(
     disk = lab.shared_dir / root.name
     inode = disk.stat().st_ino
 
-    job = run_ok(LIVE_MIGRATE.start(user=admin_user, target=instance, host=lab0))
+    job = run_ok(
+        LIVE_MIGRATE.start(user=admin_user, target=instance, host=lab0, auto_converge=True)
+    )
 
     assert job.result["shared_storage"] is True
     assert job.result["disk_bytes"] == 0

@@ -91,3 +91,27 @@ def test_shut_off_instance_goes_to_cold_migration(lab_hosts, admin_user, api_cli
     answer = api_client.post(url(instance), {"host": lab0.pk}, format="json")
     assert answer.status_code == 202, answer.content
     assert answer.json()["kind"] == "instance.cold-migrate"
+
+
+def test_migrate_card_on_the_instance_page(lab_hosts, admin_user, member_user, client,
+                                           qcow2_image, tiny_flavor):  # fmt: skip
+    lab0, lab1 = lab_hosts
+    instance = provision(admin_user, qcow2_image, tiny_flavor, lab1, name="paged")
+    page = f"/instances/{instance.pk}/"
+
+    Membership.objects.create(project=instance.project, user=member_user, role="member")
+    client.force_login(member_user)
+    assert 'id="migration"' not in client.get(page).content.decode()
+    client.post(f"/instances/{instance.pk}/migrate/", {"host": lab0.pk})
+    assert not Job.objects.filter(kind="instance.migrate").exists()
+
+    client.force_login(admin_user)
+    html = client.get(page).content.decode()
+    assert 'id="migration"' in html and "Let the scheduler choose" in html
+    assert f'<option value="{lab0.pk}">lab0</option>' in html  # compatible: selectable
+    answer = client.post(
+        f"/instances/{instance.pk}/migrate/", {"host": lab0.pk, "bandwidth_mib": "20"}
+    )
+    assert answer.status_code == 302
+    job = Job.objects.get(kind="instance.migrate")
+    assert job.params["host"] == lab0.pk and job.params["bandwidth_mib"] == 20
