@@ -53,6 +53,12 @@ class DiskMirrorSerializer(serializers.ModelSerializer):
 class MirrorStartSerializer(serializers.Serializer):
     disk = serializers.CharField(default="vda", max_length=16)
     pool = serializers.CharField(max_length=128, help_text="A storage pool of the instance's host.")
+    bandwidth_mib = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Limit of the copy in MiB/s (default: none).",
+    )
 
 
 def _require_admin(user) -> None:
@@ -92,6 +98,7 @@ class MirrorActions:
             target=instance,
             disk=data.validated_data["disk"],
             pool=data.validated_data["pool"],
+            bandwidth_mib=data.validated_data.get("bandwidth_mib"),
         )
         return job_accepted(job)
 

@@ -32,6 +32,7 @@ from ..volumes import volume_plan, volume_ready
 from .base import InstanceOperation, RolledBack, uri_of
 
 POLL_SECONDS = 0.5
+MAX_BANDWIDTH_MIB = 100_000
 
 
 def _require_admin(user) -> None:
@@ -57,8 +58,22 @@ class _MirrorOperation(InstanceOperation):
 class MirrorStart(_MirrorOperation):
     kind = "instance.mirror"
 
-    def check(self, *, user, target: Instance, disk: str = "vda", pool: str = "") -> dict:
+    def check(
+        self,
+        *,
+        user,
+        target: Instance,
+        disk: str = "vda",
+        pool: str = "",
+        bandwidth_mib: int | None = None,
+    ) -> dict:
         _require_admin(user)
+        if bandwidth_mib is not None and not (
+            isinstance(bandwidth_mib, int) and 1 <= bandwidth_mib <= MAX_BANDWIDTH_MIB
+        ):
+            raise InvalidInput(
+                {"bandwidth_mib": [f"A whole number of MiB/s from 1 to {MAX_BANDWIDTH_MIB}."]}
+            )
         disk = (disk or "").strip()
         pool = (pool or "").strip()
         if not disk:
@@ -88,7 +103,7 @@ class MirrorStart(_MirrorOperation):
                 ) from None
             if size.source.endswith(".iso"):
                 raise InvalidInput({"disk": [f"Disk {disk} is not a disk image."]})
-        return {"disk": disk, "pool": pool}
+        return {"disk": disk, "pool": pool, "bandwidth_mib": bandwidth_mib}
 
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
         uri = uri_of(instance)
@@ -136,7 +151,8 @@ class MirrorStart(_MirrorOperation):
         volume_ready(volume, info)
 
         ctx.progress(10, f"Copying disk {disk} to {info.path}", public=f"Copying disk {disk}")
-        blockjobs.copy_start(uri, instance.domain_name, disk, info.path)
+        bandwidth = (job.params.get("bandwidth_mib") or 0) * 1024 * 1024
+        blockjobs.copy_start(uri, instance.domain_name, disk, info.path, bandwidth=bandwidth)
         shown = -1
         while True:
             status = blockjobs.copy_status(uri, instance.domain_name, disk)

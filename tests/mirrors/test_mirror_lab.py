@@ -10,6 +10,7 @@ import pytest
 
 from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
+from cloudpanel.virt import blockjobs
 from instances.models import DiskMirror, Volume
 from instances.operations.mirror import MIRROR_PIVOT, MIRROR_START, MIRROR_STOP
 from lab import virsh
@@ -181,3 +182,33 @@ def test_api_flow(lab, running_instance, api_client):
     run_ok(Job.objects.get(pk=resp.json()["id"]))
     (row,) = api_client.get(base).json()
     assert row["state"] == "stopped" and row["volume_name"]
+
+
+def test_cancelled_start_stops_the_copy_and_removes_its_volume(
+    lab, running_instance, admin_user, monkeypatch
+):
+    instance = running_instance()
+    guest_write(instance, 0, "16M")  # data to copy, at 1 MiB/s: it cannot converge at once
+    job = MIRROR_START.start(
+        user=admin_user, target=instance, disk="vda", pool="shared", bandwidth_mib=1
+    )
+    seen = []
+    real_status = blockjobs.copy_status
+
+    def status_then_cancel(*args, **kwargs):
+        status = real_status(*args, **kwargs)
+        seen.append(status)
+        if status is not None and not status.ready:
+            Job.objects.filter(pk=job.pk).update(cancel_requested=True)  # as job_cancel does
+        return status
+
+    monkeypatch.setattr(blockjobs, "copy_status", status_then_cancel)
+    job = run(job)
+    assert job.status == Job.Status.CANCELLED, (job.error, job.log)
+    assert seen and seen[0] is not None and not seen[0].ready and seen[0].end > 16 * 2**20
+    mirror = DiskMirror.objects.get(instance=instance)
+    assert (mirror.state, mirror.error, mirror.volume) == ("failed", "Cancelled", None)
+    assert "Block Copy" not in blockjob_info(instance)
+    assert not list(Path(lab.shared_dir).glob(f"{instance.domain_name}*"))
+    instance.refresh_from_db()
+    assert (instance.state, instance.state_reason, instance.current_job) == ("running", "", None)
