@@ -30,10 +30,48 @@ class RebuildSerializer(serializers.Serializer):
     )  # fmt: skip
 
 
+class RecoveryVolumeSerializer(serializers.Serializer):
+    host = serializers.IntegerField()
+    host_name = serializers.CharField()
+    pool = serializers.CharField()
+    name = serializers.CharField()
+    path = serializers.CharField()
+    format = serializers.CharField()
+
+
+class RecoverySourceSerializer(serializers.Serializer):
+    source = serializers.ChoiceField(choices=SOURCES)
+    id = serializers.IntegerField(help_text="The DiskMirror or Backup id.")
+    copy_of = serializers.DateTimeField(
+        allow_null=True, help_text="When the copy last equalled the disk."
+    )
+    window_seconds = serializers.FloatField(
+        allow_null=True, help_text="The data loss window: how old the copy is, in seconds."
+    )
+    basis = serializers.CharField(help_text="How copy_of was found.")
+    volume = RecoveryVolumeSerializer()
+    target_host = serializers.IntegerField(
+        allow_null=True, help_text="The host a rebuild from this copy would use."
+    )
+    target_host_name = serializers.CharField()
+    problem = serializers.CharField(help_text="Why no host can be rebuilt from it, if none can.")
+
+
+class RecoverySerializer(serializers.Serializer):
+    instance = serializers.IntegerField()
+    state = serializers.CharField()
+    host_down = serializers.BooleanField()
+    host = serializers.IntegerField(allow_null=True)
+    host_name = serializers.CharField()
+    host_status = serializers.CharField()
+    host_last_seen_at = serializers.DateTimeField(allow_null=True)
+    sources = RecoverySourceSerializer(many=True, help_text="Newest copy first.")
+
+
 class RecoveryActions:
     """Mixed into instances.api.views.InstanceViewSet."""
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=None, responses=RecoverySerializer)
     @action(detail=True, methods=["get"])
     def recovery(self, request, pk=None):
         """The copies a host-down instance can be rebuilt from, newest first, each with its
