@@ -105,3 +105,17 @@ class ImageMirrorForm(forms.Form):
     pool = forms.CharField(
         max_length=128, required=False, help_text="Leave empty for the host's default pool."
     )
+
+
+class ImageDistributionForm(forms.Form):
+    """Where copies of the image are kept ahead of need (administrators)."""
+
+    distribution = forms.ChoiceField(
+        choices=Image.Distribution.choices, widget=forms.RadioSelect, label="Keep copies"
+    )
+    hosts = forms.ModelMultipleChoiceField(
+        queryset=Host.objects.order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="With 'On chosen hosts'.",
+    )

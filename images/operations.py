@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from cloudpanel.errors import Conflict, InvalidInput, PermissionDenied
+from cloudpanel.jobs.children import ChildSpec, run_children
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import Operation, register
 from cloudpanel.jobs.services import JobConflict, JobContext, JobFailed
@@ -17,6 +18,7 @@ from hosts.models import Host
 
 from . import fetch
 from .catalogue import new_image
+from .distribution import distribution_job_active, distribution_plan
 from .fetch import DownloadError
 from .intake import image_run_import, normalize_sha256
 from .models import Image
@@ -95,9 +97,8 @@ class MirrorToHost(ImageOperation):
             raise Conflict(
                 f"Image {target.name} is {target.status}, not active; it cannot be copied."
             )
-        pool = host.default_pool if pool is None else pool.strip()
-        if not pool or len(pool) > 128:
-            raise InvalidInput({"pool": "Give the name of a storage pool on the host."})
+        params = self.params_for(host, pool)
+        pool = params["pool"]
         # Not exclusive on the image, but one copy at a time to one pool.
         running = (
             Job.objects.filter(
@@ -113,6 +114,14 @@ class MirrorToHost(ImageOperation):
         )
         if running is not None:
             raise JobConflict(running)
+        return params
+
+    @staticmethod
+    def params_for(host: Host, pool: str | None = None) -> dict:
+        """The job's parameters for a copy to `pool` (default: the host's default pool)."""
+        pool = host.default_pool if pool is None else pool.strip()
+        if not pool or len(pool) > 128:
+            raise InvalidInput({"pool": "Give the name of a storage pool on the host."})
         return {"host": host.id, "host_name": host.name, "pool": pool}
 
     def run(self, job: Job, ctx: JobContext) -> dict:
@@ -146,5 +155,72 @@ class MirrorToHost(ImageOperation):
         )
 
 
+class Distribute(ImageOperation):
+    """Bring the image to every online, schedulable host its distribution policy names that
+    lacks a copy: one image.mirror child job per host, one host after another, each host's
+    outcome in the result. Exclusive: one distribution of an image at a time."""
+
+    kind = "image.distribute"
+
+    def check(self, *, user, target: Image) -> dict:
+        if not is_admin(user):
+            raise PermissionDenied("Only administrators can copy images to hosts.")
+        if target.status != Image.Status.ACTIVE:
+            raise Conflict(
+                f"Image {target.name} is {target.status}, not active; it cannot be copied."
+            )
+        if target.distribution == Image.Distribution.NONE:
+            raise Conflict(
+                f"Image {target.name} is copied on demand only: set its distribution first."
+            )
+        running = distribution_job_active(target)
+        if running is not None:
+            raise JobConflict(running)
+        return {}
+
+    def run(self, job: Job, ctx: JobContext) -> dict:
+        image = self.image_of(job, "The image was deleted before its distribution ran.")
+        plan = distribution_plan(image)
+        copies = [row for row in plan if row["action"] == "copy"]
+        hosts = {h.pk: h for h in Host.objects.filter(pk__in=[r["host"] for r in copies])}
+        specs = [
+            ChildSpec(MIRROR, image, MIRROR.params_for(hosts[row["host"]]))
+            for row in copies
+            if row["host"] in hosts
+        ]
+        ctx.job.result = {"hosts": plan}  # kept however the job ends
+        ctx.progress(
+            2,
+            f"{len(specs)} host(s) to copy {image.name} to, "
+            f"{sum(r['action'] == 'present' for r in plan)} have it, "
+            f"{sum(r['action'] == 'skipped' for r in plan)} skipped",
+        )
+        outcomes = run_children(ctx, specs, start=5, end=100) if specs else []
+        host_of = {c.id: c.params.get("host") for c in Job.objects.filter(parent=ctx.job)}
+        by_host = {host_of.get(o["job"]): o for o in outcomes}
+        failed = []
+        for row in plan:
+            outcome = by_host.get(row["host"])
+            if row["action"] != "copy" or outcome is None:
+                continue
+            row["job"] = outcome["job"]
+            if outcome["status"] == Job.Status.SUCCEEDED:
+                row["action"] = "copied" if outcome["result"].get("copied") else "present"
+            else:
+                row["action"] = "failed"
+                row["reason"] = outcome["error"] or outcome["status"]
+                failed.append(f"{row['host_name']}: {row['reason']}")
+        result = {"hosts": plan, "children": outcomes}
+        ctx.job.result = result
+        if failed:
+            raise JobFailed(
+                f"{image.name} could not be copied to {len(failed)} host(s): " + "; ".join(failed)
+            )
+        copied = sum(r["action"] == "copied" for r in plan)
+        ctx.progress(100, f"{image.name}: copied to {copied} host(s)")
+        return result
+
+
 IMPORT = register(ImportFromURL())
 MIRROR = register(MirrorToHost())
+DISTRIBUTE = register(Distribute())

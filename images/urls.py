@@ -10,4 +10,6 @@ urlpatterns = [
     path("<int:pk>/", views.image_detail, name="detail"),
     path("<int:pk>/mirror/", views.image_mirror_view, name="mirror"),
     path("<int:pk>/delete/", views.image_delete_view, name="delete"),
+    path("<int:pk>/distribution/", views.image_distribution_view, name="distribution"),
+    path("<int:pk>/distribute/", views.image_distribute_view, name="distribute"),
 ]

@@ -16,10 +16,12 @@ from cloudpanel.forms import add_service_errors
 from cloudpanel.projects.access import is_admin
 
 from .catalogue import image_delete
+from .distribution import distribution_job_active, distribution_plan, image_set_distribution
 from .filters import ImageFilter
-from .forms import ImageImportForm, ImageMirrorForm, ImageUploadForm
+from .forms import ImageDistributionForm, ImageImportForm, ImageMirrorForm, ImageUploadForm
 from .intake import image_upload
-from .operations import IMPORT, MIRROR
+from .models import Image
+from .operations import DISTRIBUTE, IMPORT, MIRROR
 from .selectors import (
     image_get_for,
     image_job_list,
@@ -131,6 +133,15 @@ def image_detail(request, pk: int):
         "replicas": list(image_replica_list(image)) if admin else [],
         "mirror_form": ImageMirrorForm() if admin else None,
     }
+    if admin:
+        context["distribution_form"] = ImageDistributionForm(
+            initial={
+                "distribution": image.distribution,
+                "hosts": list(image.distribution_hosts.all()),
+            }
+        )
+        context["distribution_plan"] = distribution_plan(image)
+        context["distribution_job"] = distribution_job_active(image)
     return render(request, "images/detail.html", context)
 
 
@@ -171,3 +182,44 @@ def image_delete_view(request, pk: int):
     for problem in problems:
         messages.warning(request, f"Copy left on a host: {problem}")
     return redirect("images:list")
+
+
+@login_required
+@require_POST
+def image_distribution_view(request, pk: int):
+    """Set the image's distribution policy; with `distribute`, also start copying now."""
+    image = image_get_for(request.user, pk)
+    form = ImageDistributionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose where copies are kept.")
+        return redirect("images:detail", image.id)
+    distribution = form.cleaned_data["distribution"]
+    hosts = form.cleaned_data["hosts"] if distribution == Image.Distribution.HOSTS else []
+    try:
+        image = image_set_distribution(
+            user=request.user, image=image, distribution=distribution, hosts=hosts
+        )
+    except PAGE_ERRORS as exc:
+        messages.error(request, page_message(exc))
+        return redirect("images:detail", image.id)
+    messages.success(request, f"Copies of {image.name}: {image.get_distribution_display()}.")
+    if "distribute" in request.POST and distribution != Image.Distribution.NONE:
+        _start_distribution(request, image)
+    return redirect("images:detail", image.id)
+
+
+@login_required
+@require_POST
+def image_distribute_view(request, pk: int):
+    image = image_get_for(request.user, pk)
+    _start_distribution(request, image)
+    return redirect("images:detail", image.id)
+
+
+def _start_distribution(request, image) -> None:
+    try:
+        job = DISTRIBUTE.start(user=request.user, target=image)
+    except PAGE_ERRORS as exc:
+        messages.error(request, page_message(exc))
+    else:
+        messages.success(request, f"Distribution of {image.name} started (job {job.id}).")

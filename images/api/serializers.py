@@ -44,6 +44,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "source_url",
+            "distribution",
             "created_at",
             "updated_at",
         ]
@@ -136,6 +137,29 @@ class ImageUpdateSerializer(_GuestMetaFields):
     name = serializers.CharField(max_length=63, required=False)
     visibility = serializers.ChoiceField(choices=Image.Visibility.choices, required=False)
     project = _ProjectField(required=False)
+    # Administrators only (a tenant sending either gets 403).
+    distribution = serializers.ChoiceField(
+        choices=Image.Distribution.choices,
+        required=False,
+        help_text="Administrators: where copies are kept ahead of need. 'none': copied to a "
+        "host when an instance needs it there; 'hosts': on the distribution_hosts; 'all': on "
+        "every host, also those that join later. Copies are made by image.distribute jobs "
+        "(POST .../distribute/, and every 10 minutes for hosts that lack one).",
+    )
+    distribution_hosts = serializers.PrimaryKeyRelatedField(
+        queryset=Host.objects.all(),
+        many=True,
+        required=False,
+        help_text="Administrators: host ids, with distribution 'hosts' (sending distribution "
+        "other than 'hosts' clears them).",
+    )
+
+    ADMIN_FIELDS = ("distribution", "distribution_hosts")
+
+    def validate(self, attrs):
+        if "distribution_hosts" in attrs and "distribution" not in attrs:
+            attrs["distribution"] = Image.Distribution.HOSTS
+        return attrs
 
 
 class ImageMirrorSerializer(serializers.Serializer):
@@ -177,3 +201,21 @@ class ImageCreatedSerializer(serializers.Serializer):
     error = serializers.CharField()
     target = serializers.DictField()
     image = serializers.IntegerField()
+
+
+class ImageAdminSerializer(ImageSerializer):
+    """What administrators read of an image: also where it is kept and its copies."""
+
+    distribution_hosts = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    replicas = serializers.SerializerMethodField(
+        help_text="The image's copies on hosts (as GET .../replicas/ lists them)."
+    )
+
+    class Meta(ImageSerializer.Meta):
+        fields = [*ImageSerializer.Meta.fields, "distribution_hosts", "replicas"]
+        read_only_fields = fields
+
+    @extend_schema_field(ImageReplicaSerializer(many=True))
+    def get_replicas(self, image) -> list:
+        rows = image.replicas.select_related("host").order_by("host__name", "pool")
+        return ImageReplicaSerializer(rows, many=True).data

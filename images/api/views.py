@@ -12,12 +12,14 @@ from cloudpanel.parsers import JSONParser
 from cloudpanel.projects.access import is_admin
 
 from ..catalogue import image_delete, image_update
+from ..distribution import image_set_distribution
 from ..filters import ImageFilter
 from ..intake import image_upload
-from ..operations import IMPORT, MIRROR
+from ..operations import DISTRIBUTE, IMPORT, MIRROR
 from ..selectors import image_list_for, image_replica_list
 from ..uploads import discard_incomplete_upload, install_image_upload_handler, upload_error
 from .serializers import (
+    ImageAdminSerializer,
     ImageCreatedSerializer,
     ImageCreateSerializer,
     ImageImportSerializer,
@@ -50,6 +52,17 @@ class ImageViewSet(
 
     def get_queryset(self):
         return image_list_for(self.request.user)
+
+    def retrieve(self, request, *args, **kwargs):
+        """The image; administrators also see where it is kept (distribution_hosts) and its
+        copies on hosts (replicas)."""
+        return Response(self._shown(request, self.get_object()))
+
+    @staticmethod
+    def _shown(request, image) -> dict:
+        if is_admin(request.user):
+            return ImageAdminSerializer(image).data
+        return ImageSerializer(image).data
 
     @extend_schema(
         request={
@@ -89,14 +102,27 @@ class ImageViewSet(
 
     @extend_schema(request=ImageUpdateSerializer, responses=ImageSerializer)
     def partial_update(self, request, *args, **kwargs):
+        """Change the image's metadata; administrators also its distribution (where copies
+        are kept: none, the distribution_hosts, or all hosts)."""
         image = self.get_object()
+        admin_fields = [f for f in ImageUpdateSerializer.ADMIN_FIELDS if f in request.data]
+        if admin_fields and not is_admin(request.user):  # before host ids are looked up
+            raise PermissionDenied("Only administrators can choose where images are kept.")
         serializer = ImageUpdateSerializer(
             data=request.data, partial=True, context=self.get_serializer_context()
         )
         serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        distribution = fields.pop("distribution", None)
+        hosts = fields.pop("distribution_hosts", None)
         with drf_validation_errors():
-            image = image_update(image=image, user=request.user, **serializer.validated_data)
-        return Response(ImageSerializer(image).data)
+            if fields:
+                image = image_update(image=image, user=request.user, **fields)
+            if distribution is not None:
+                image = image_set_distribution(
+                    user=request.user, image=image, distribution=distribution, hosts=hosts
+                )
+        return Response(self._shown(request, image))
 
     def perform_destroy(self, instance):
         image_delete(image=instance, user=self.request.user)
@@ -117,6 +143,19 @@ class ImageViewSet(
                 pool=serializer.validated_data.get("pool"),
                 user=request.user,
             )
+        return job_accepted(job, {"image": image.id})
+
+    @extend_schema(request=None, responses={202: ImageCreatedSerializer})
+    @action(detail=True, methods=["post"])
+    def distribute(self, request, pk=None):
+        """Copy the image now to every online host its distribution policy names that lacks
+        a copy (a job, image.distribute, with one image.mirror child job per host; its result
+        lists each host's outcome: copied, present, skipped with the reason, or failed)."""
+        image = self.get_object()
+        if not is_admin(request.user):
+            raise PermissionDenied("Only administrators can copy images to hosts.")
+        with drf_validation_errors():
+            job = DISTRIBUTE.start(user=request.user, target=image)
         return job_accepted(job, {"image": image.id})
 
     @extend_schema(request=None, responses=ImageReplicaSerializer(many=True))
