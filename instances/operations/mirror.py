@@ -127,7 +127,9 @@ class MirrorStart(_MirrorOperation):
             raise JobFailed(f"Disk {disk} is not a disk image", public=True)
         name = mirror_volume_name(instance, mirror)
         ctx.progress(
-            5, f"Creating mirror volume {pool}/{name}", public=f"Preparing the copy of {disk}"
+            5,
+            f"Creating mirror volume {pool}/{name} on host {instance.host.name}",
+            public=f"Preparing the copy of {disk}",
         )
         volume = volume_plan(
             instance=instance,

@@ -143,3 +143,28 @@ def test_page_card_for_admins_only(admin_user, member, instance, stopped_mirror)
     resp = tenant.post(f"/instances/{instance.pk}/mirrors/{stopped_mirror.pk}/stop/")
     assert resp.status_code == 403
     assert not Job.objects.exists()
+
+
+def test_page_start_shows_the_refusal(admin_user, instance):
+    admin = Client()
+    admin.force_login(admin_user)
+    resp = admin.post(f"/instances/{instance.pk}/mirrors/", {"pool": "no-such-pool"}, follow=True)
+    assert resp.status_code == 200
+    assert "no storage pool no-such-pool" in resp.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_abandoned_start_fails_its_mirror_and_leaves_the_instance_as_it_was(admin_user, instance):
+    from instances.operations.mirror import MIRROR_START
+
+    job = Job.objects.create(
+        kind=MIRROR_START.kind, target_type="instance", target_id=instance.pk,
+        status=Job.Status.FAILED, error="worker lost", started_at=timezone.now(),
+    )  # fmt: skip
+    Instance.objects.filter(pk=instance.pk).update(current_job=job)
+    mirror = DiskMirror.objects.create(instance=instance, disk_target="vda", job=job)
+    MIRROR_START.on_abandoned(job)
+    mirror.refresh_from_db()
+    assert mirror.state == DiskMirror.State.FAILED and "worker lost" in mirror.error
+    instance.refresh_from_db()
+    assert (instance.state, instance.current_job) == ("running", None)

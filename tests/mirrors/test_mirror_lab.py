@@ -7,9 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from rest_framework.test import APIClient
 
 from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
+from cloudpanel.projects.models import Membership
 from cloudpanel.virt import blockjobs
 from instances.models import DiskMirror, Volume
 from instances.operations.mirror import MIRROR_PIVOT, MIRROR_START, MIRROR_STOP
@@ -164,13 +166,21 @@ def test_failed_start_removes_its_volume_and_leaves_the_instance_alone(
         (Path(lab.hosts[1].pool_dir) / "foreign.qcow2").unlink(missing_ok=True)
 
 
-def test_api_flow(lab, running_instance, api_client):
+def test_api_flow(lab, running_instance, api_client, member_user):
     instance = running_instance()
+    Membership.objects.create(project=instance.project, user=member_user)
+    tenant = APIClient()
+    tenant.force_authenticate(member_user)
     base = f"/api/v1/instances/{instance.pk}/mirrors/"
     resp = api_client.post(base, {"disk": "vda", "pool": "shared"}, format="json")
     assert resp.status_code == 202, resp.content
     assert resp.json()["kind"] == "instance.mirror" and resp["Location"]
-    run_ok(Job.objects.get(pk=resp.json()["id"]))
+    job = run_ok(Job.objects.get(pk=resp.json()["id"]))
+    assert instance.host.name in job.log and "/var/lib/libvirt/shared" in job.log
+    seen = tenant.get(f"/api/v1/jobs/{job.id}/")  # the instance's job, in the tenant's project
+    assert seen.status_code == 200 and "Disk vda is mirrored" in seen.json()["step"]
+    for secret in (instance.host.name, "/var/lib/libvirt", "shared/", instance.domain_name):
+        assert secret not in seen.content.decode(), secret
     (row,) = api_client.get(base).json()
     assert (row["state"], row["pool"], row["disk"]) == ("mirrored", "shared", "vda")
     first_sync = row["synced_at"]
