@@ -86,6 +86,8 @@ def on_host_back(sender, host: Host, **kwargs) -> None:
         reconcile_host(host, ReconcileReport())
     except virt.VirtError as exc:  # the periodic reconcile tries again
         log.warning("reconcile of returning host %s failed: %s", host.name, exc)
+    except Exception:  # never fail the health check that announced the host
+        log.exception("reconcile of returning host %s failed", host.name)
 
 
 # --- what an instance can be rebuilt from -------------------------------------------------

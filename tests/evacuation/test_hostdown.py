@@ -147,3 +147,35 @@ def test_a_domain_no_instance_knows_is_unmanaged_not_leftover(test_host):
     test_host.refresh_from_db()
     [dom] = [d for d in test_host.unmanaged_domains if d["name"] == "test"]
     assert "leftover_of" not in dom
+
+
+def test_how_a_host_reaches_a_copy(test_host, dead_host, default_project, flavor):
+    """A copy's file is used in place where the target sees it (same pool, same path: asked
+    of libvirt), streamed from its own host while that answers, else unreachable."""
+    from cloudpanel.virt import storage
+    from instances.models import Volume
+
+    uri = connection_uri(test_host)
+    info = storage.create_volume(uri, "default-pool", "hd-copy.qcow2", 1 << 20, fmt="qcow2")
+    try:
+        instance = _instance(default_project, flavor, dead_host, "copied", state="host-down")
+        row = Volume.objects.create(
+            host=dead_host, instance=instance, pool="default-pool", name="hd-copy.qcow2",
+            path=info.path, role="mirror", state="ready",
+        )  # fmt: skip
+        source = hostdown.RecoverySource("mirror", 1, row, None, "test")
+        dead_host.storage_pools = [{"name": "default-pool", "active": True}]
+        dead_host.save()
+        test_host.refresh_from_db()
+        assert hostdown.visible_on(row, test_host)
+        assert hostdown.reach(source, test_host) == "shared"
+
+        row.path = "/elsewhere/hd-copy.qcow2"  # same name, another file
+        assert not hostdown.visible_on(row, test_host)
+        assert hostdown.reach(source, test_host) is None  # its host is offline
+        dead_host.status = Host.Status.ONLINE
+        assert hostdown.reach(source, test_host) == "stream"
+        row.pool = "no-such-pool"
+        assert not hostdown.visible_on(row, test_host)
+    finally:
+        storage.delete_volume(uri, "default-pool", "hd-copy.qcow2")
