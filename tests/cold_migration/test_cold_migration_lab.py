@@ -10,6 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+from rest_framework.test import APIClient
 
 from cloudpanel.jobs.models import Job
 from cloudpanel.virt import storage
@@ -115,7 +116,17 @@ def test_cold_migration_there_and_back_keeps_data_and_thin_disks(
         f"{before.allocation_bytes}"
     )
 
-    job, seconds = migrate(admin_user, instance, lab1)
+    # Back through the API: H1's migrate action sends a shut-off instance here.
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    started = time.monotonic()
+    response = client.post(
+        f"/api/v1/instances/{instance.pk}/migrate/", {"host": lab1.pk}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    assert response.json()["kind"] == "instance.cold-migrate"
+    job = run_ok(Job.objects.get(pk=response.json()["id"]))
+    seconds = time.monotonic() - started
 
     assert_on(instance, lab1, lab0, lab, 1)
     back = lab.hosts[1].pool_dir / root.name

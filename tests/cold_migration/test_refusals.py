@@ -59,3 +59,16 @@ def test_an_offline_source_is_refused(instance, hosts, admin_user):
     instance.refresh_from_db()
     with pytest.raises(HostUnavailable, match="h0 is offline"):
         COLD_MIGRATE.start(user=admin_user, target=instance, host=hosts[1])
+
+
+def test_the_migrate_action_refuses_tenants(instance, hosts, member_user):
+    from rest_framework.test import APIClient
+
+    Membership.objects.create(
+        user=member_user, project=instance.project, role=Membership.Role.MEMBER
+    )
+    client = APIClient()
+    client.force_authenticate(member_user)
+    response = client.post(f"/api/v1/instances/{instance.pk}/migrate/", {}, format="json")
+    assert response.status_code == 403
+    assert not Job.objects.exists()
