@@ -23,6 +23,7 @@ from cloudpanel.jobs.services import JobCancelled, JobContext, JobFailed
 from cloudpanel.projects import access
 from cloudpanel.virt import VirtError, domains, storage
 from cloudpanel.virt import backup as vbackup
+from cloudpanel.virt.volume_copy import copy_volume
 from hosts.connection import connection_uri
 from hosts.models import Host
 from hosts.selectors import GIB
@@ -262,7 +263,8 @@ class TakeBackup(InstanceOperation):
 class _RestoreProvision(Create):
     """Create's provisioning with the root disk copied from a backup instead of an image.
 
-    (Create still makes sure the image's replica is on the host first; see the report.)
+    Create still makes sure the image's replica is on the host first (usually there already:
+    the backed-up instance ran from it), and needs the image to exist.
     """
 
     kind = "backup.restore-provision"  # never registered: RESTORE runs it
@@ -277,8 +279,6 @@ class _RestoreProvision(Create):
                 uri, pool, source.name, name, fmt="qcow2", source_pool=source.pool
             )
         else:
-            from cloudpanel.virt.volume_copy import copy_volume  # H2's streams copy
-
             info = copy_volume(
                 connection_uri(source.host), source.pool, source.name, uri, pool, name
             )
