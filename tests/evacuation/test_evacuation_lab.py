@@ -42,7 +42,8 @@ def test_evacuation_moves_what_can_move_and_reports_each(
 ):
     lab0, lab1 = lab_hosts
     # lab0 takes 3 vCPUs under its ratio: the two tiny instances fit, the big one does not.
-    lab0.cpu_allocation_ratio = Decimal(3) / Decimal(lab0.capabilities["cpus"])
+    ratio = Decimal(3) / Decimal(lab0.capabilities["cpus"])
+    lab0.cpu_allocation_ratio = ratio.quantize(Decimal("0.01"))
     lab0.save()
     big_flavor = flavor_create(name="wide", vcpus=4, ram_mib=64, disk_gib=1)
     made = []
