@@ -36,6 +36,7 @@ from images.replicas import image_ensure_replica
 from .. import scheduler
 from ..models import DiskMirror, Instance, Volume
 from ..rules import require_host_online
+from ..services import instance_sync_state
 from ..signals import instance_changed
 from .base import InstanceOperation, RolledBack
 
@@ -103,6 +104,39 @@ class ColdMigrate(InstanceOperation):
     def known_state(self, result: dict | None) -> str | None:
         return Instance.State.SHUTOFF
 
+    def on_abandoned(self, job: Job) -> None:
+        """A worker died mid-move: the database says which host won. Before the switch the
+        target's copies go; after it, the source's leftovers. Then the state is read back."""
+        super().on_abandoned(job)
+        if job.status == Job.Status.CANCELLED and job.started_at is None:
+            return
+        instance = Instance.objects.select_related("host").filter(pk=job.target_id).first()
+        source = Host.objects.filter(pk=job.params.get("source")).first()
+        target = Host.objects.filter(pk=job.params.get("host")).first()
+        if instance is None or source is None or target is None:
+            return
+        if instance.host_id == source.pk:
+            drop_from, pool_on = target, _Move.pool_for(target)
+        elif instance.host_id == target.pk:
+            drop_from, pool_on = source, lambda pool: pool
+        else:
+            return
+        uri = connection_uri(drop_from)
+        try:
+            domains.undefine_domain(uri, instance.domain_name)
+            for volume in instance.volumes.filter(role__in=DISK_ROLES):
+                storage.delete_volume(uri, pool_on(volume.pool), volume.name)
+        except virt.VirtError as exc:
+            log.warning(
+                "cold migration %s: leftovers on %s not removed: %s", job.id, drop_from, exc
+            )
+            return
+        instance_sync_state(
+            instance=instance,
+            reason=f"Job {job.id} ({job.kind}) was abandoned; what it left on "
+            f"{drop_from.name} was removed.",
+        )
+
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
         source = instance.host
         target = Host.objects.filter(pk=job.params["host"]).first()
@@ -160,8 +194,13 @@ class _Move:
         self.switched = False
         self.interval = float(getattr(settings, "MIGRATION_PROGRESS_INTERVAL", 1.0))
 
+    @staticmethod
+    def pool_for(target: Host):
+        """Where a disk from pool `pool` goes: that pool on the target, or its default."""
+        return lambda pool: pool if scheduler.has_pool(target, pool) else target.default_pool
+
     def target_pool(self, pool: str) -> str:
-        return pool if scheduler.has_pool(self.target, pool) else self.target.default_pool
+        return self.pool_for(self.target)(pool)
 
     def prepare(self) -> None:
         self.ctx.progress(

@@ -8,12 +8,16 @@ import json
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from cloudpanel.jobs.models import Job
+from cloudpanel.jobs.services import job_reap_stale
 from cloudpanel.virt import storage
+from cloudpanel.virt.volume_copy import copy_volume
 from instances.models import Instance, Volume
 from instances.operations import cold_migrate
 from instances.operations.cold_migrate import COLD_MIGRATE
@@ -206,3 +210,25 @@ def test_an_inactive_target_pool_fails_and_leaves_everything_on_the_source(
     # And it still moves once the pool is back.
     run_ok(COLD_MIGRATE.start(user=admin_user, target=instance, host=lab0))
     assert_on(instance, lab0, lab1, lab, 0)
+
+
+def test_a_worker_dying_mid_copy_leaves_the_target_cleaned_by_the_reaper(
+    lab, lab_hosts, admin_user, shutoff_instance
+):
+    lab0, lab1 = lab_hosts
+    instance = shutoff_instance
+    job = COLD_MIGRATE.start(user=admin_user, target=instance, host=lab0)
+    # What a worker that died after its first disk left behind.
+    root = root_of(instance)
+    copy_volume(uri_of(lab1), root.pool, root.name, uri_of(lab0), root.pool, root.name)
+    long_ago = timezone.now() - timedelta(hours=1)
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.RUNNING, started_at=long_ago, heartbeat_at=long_ago
+    )
+
+    assert job_reap_stale() == [job.pk]
+
+    assert root.name not in pool_volumes(lab0)
+    instance.refresh_from_db()
+    assert "was abandoned" in instance.state_reason
+    assert_on(instance, lab1, lab0, lab, 1)
