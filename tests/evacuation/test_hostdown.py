@@ -179,3 +179,21 @@ def test_how_a_host_reaches_a_copy(test_host, dead_host, default_project, flavor
         assert not hostdown.visible_on(row, test_host)
     finally:
         storage.delete_volume(uri, "default-pool", "hd-copy.qcow2")
+
+
+def test_a_host_rebuilt_away_from_is_reconciled_when_it_returns(test_host):
+    from cloudpanel.jobs.models import Job
+
+    test_host.unmanaged_domains = []
+    test_host.save()
+    hostdown.on_host_back(sender=Host, host=test_host)  # nothing to look at: no libvirt call
+    test_host.refresh_from_db()
+    assert test_host.unmanaged_domains == []
+    Job.objects.create(
+        kind="instance.rebuild", target_type="instance", target_id=1, status="succeeded",
+        result={"from_host": test_host.pk, "to_host": test_host.pk + 1},
+    )  # fmt: skip
+    assert hostdown.rebuilt_away_from(test_host)
+    hostdown.on_host_back(sender=Host, host=test_host)
+    test_host.refresh_from_db()
+    assert [d["name"] for d in test_host.unmanaged_domains] == ["test"]
