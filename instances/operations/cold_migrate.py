@@ -25,7 +25,7 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobCancelled, JobContext, JobFailed
 from cloudpanel.projects.access import is_admin
-from cloudpanel.virt import domains, storage
+from cloudpanel.virt import domains, migration, storage
 from cloudpanel.virt.relocate_xml import disk_files, relocate_domain_xml
 from cloudpanel.virt.volume_copy import CopyCancelled, copy_volume
 from hosts.connection import connection_uri
@@ -121,10 +121,12 @@ class ColdMigrate(InstanceOperation):
             drop_from, pool_on = source, lambda pool: pool
         else:
             return
-        uri = connection_uri(drop_from)
+        uri, winner_uri = connection_uri(drop_from), connection_uri(instance.host)
         try:
             domains.undefine_domain(uri, instance.domain_name)
             for volume in instance.volumes.filter(role__in=DISK_ROLES):
+                if migration.storage_shared(winner_uri, volume.pool, uri):
+                    continue  # one file seen by both hosts: it is the instance's disk
                 storage.delete_volume(uri, pool_on(volume.pool), volume.name)
         except virt.VirtError as exc:
             log.warning(
@@ -190,6 +192,7 @@ class _Move:
         self.paths: dict[str, str] = {}  # source file -> target file
         self.made: list[tuple[str, str]] = []  # (pool, name) copied to the target
         self.copied: dict[int, storage.VolumeInfo] = {}  # Volume id -> target volume
+        self.shared: dict[str, str | None] = {}  # source pool -> target pool seeing its files
         self.defined = False
         self.switched = False
         self.interval = float(getattr(settings, "MIGRATION_PROGRESS_INTERVAL", 1.0))
@@ -201,6 +204,18 @@ class _Move:
 
     def target_pool(self, pool: str) -> str:
         return self.pool_for(self.target)(pool)
+
+    def shared_pool(self, pool: str) -> str | None:
+        """The target's pool that sees the source pool's very files (shared storage), if any:
+        then nothing is copied, and nothing deleted on the source."""
+        if pool not in self.shared:
+            seen = None
+            if migration.storage_shared(self.src_uri, pool, self.dst_uri):
+                seen = migration.pool_by_name_or_path(
+                    self.dst_uri, pool, storage.pool_path(self.src_uri, pool)
+                )
+            self.shared[pool] = seen
+        return self.shared[pool]
 
     def prepare(self) -> None:
         self.ctx.progress(
@@ -236,6 +251,8 @@ class _Move:
             raise JobFailed(
                 f"Disk file {path} on {self.source.name} is no image copy the panel knows."
             )
+        if self.shared_pool(replica.pool):
+            return path  # the target reads the same file
         pool = self.target_pool(replica.pool)
         self.ctx.progress(
             10,
@@ -251,12 +268,21 @@ class _Move:
         return there.path
 
     def copy_disks(self) -> None:
-        total = sum(info.physical_bytes for info in self.sources.values()) or 1
+        moving = [v for v in self.volumes if not self.shared_pool(v.pool)]
+        total = sum(self.sources[v.pk].physical_bytes for v in moving) or 1
         done_before = 0
         last = [0.0, 0.0]  # when progress was last reported, when cancellation was asked
 
         for volume in self.volumes:
             self.ctx.check_cancelled()
+            shared = self.shared_pool(volume.pool)
+            if shared:
+                storage.pool_refresh(self.dst_uri, shared)
+                info = storage.volume_info(self.dst_uri, shared, volume.name)
+                self.copied[volume.pk] = info
+                self.paths[self.sources[volume.pk].path] = info.path
+                self.ctx.log(f"{volume.pool}/{volume.name} is on storage {self.target.name} shares")
+                continue
             pool = self.target_pool(volume.pool)
             where = f"{self.target.name}/{pool}"
             self.ctx.progress(
@@ -349,6 +375,8 @@ class _Move:
         except virt.VirtError as exc:
             leftovers.append(f"domain {self.instance.domain_name}: {exc}")
         for volume in self.volumes:  # the rows were updated in the database only
+            if self.shared.get(volume.pool):
+                continue  # the target's disk is this very file
             try:
                 storage.delete_volume(self.src_uri, volume.pool, volume.name)
             except virt.VirtError as exc:

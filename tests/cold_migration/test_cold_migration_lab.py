@@ -18,6 +18,7 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import job_reap_stale
 from cloudpanel.virt import storage
 from cloudpanel.virt.volume_copy import copy_volume
+from instances import operations
 from instances.models import Instance, Volume
 from instances.operations import cold_migrate
 from instances.operations.cold_migrate import COLD_MIGRATE
@@ -232,3 +233,43 @@ def test_a_worker_dying_mid_copy_leaves_the_target_cleaned_by_the_reaper(
     instance.refresh_from_db()
     assert "was abandoned" in instance.state_reason
     assert_on(instance, lab1, lab0, lab, 1)
+
+
+def test_disks_on_shared_storage_are_not_copied_and_stay(
+    lab, lab_hosts, admin_user, seeded_image, tiny_flavor
+):
+    lab0, lab1 = lab_hosts
+    lab1.default_pool = "shared"  # its instances' disks and image copies go to shared storage
+    lab1.save()
+    created = run_ok(
+        operations.CREATE.start(
+            user=admin_user, name="onshared", image=seeded_image, flavor=tiny_flavor,
+            host=lab1, hostname="onshared",
+        )
+    )  # fmt: skip
+    instance = Instance.objects.get(pk=created.target_id)
+    run_ok(operations.POWER["stop"].start(user=admin_user, target=instance))
+    root = root_of(instance)
+    assert root.pool == "shared"
+    shared_file = lab.shared_dir / root.name
+    qemu_io(shared_file, "write -P 0xab 0 1M")
+    inode = shared_file.stat().st_ino
+
+    job, _ = migrate(admin_user, instance, lab0)
+
+    instance.refresh_from_db()
+    assert instance.host_id == lab0.pk
+    assert dom_state(lab0, instance.domain_name) == "shut off"
+    assert instance.domain_name not in domain_names(lab1)
+    # The very same files, still there, now the instance's disks on lab0.
+    assert shared_file.stat().st_ino == inode
+    qemu_io(shared_file, "read -P 0xab 0 1M")
+    for volume in instance.volumes.all():
+        assert (volume.host_id, volume.pool) == (lab0.pk, "shared")
+        assert (lab.shared_dir / volume.name).exists()
+    sources = {
+        d.find("source").get("file")
+        for d in domain_xml(lab0, instance.domain_name).findall("devices/disk")
+    }
+    assert {v.path for v in instance.volumes.all()} <= sources
+    assert not job.result["leftovers"]
