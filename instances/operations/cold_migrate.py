@@ -8,7 +8,11 @@ untouched: any failure or a cancellation removes what was made on the target, an
 instance stays where it was.
 
 Image copies the disks rest on (a qcow2 root's backing file, an installer ISO) are brought
-to the target first through images.replicas; they are shared caches and stay there.
+to the target first through images.replicas; they are shared caches and stay there. A
+qcow2 disk keeps its backing file's path, so the target's copy of the image must be at the
+same path (pools of one name have one path on every host here; otherwise the job says so).
+Disks on storage the target shares (cloudpanel.virt.migration.storage_shared) are neither
+copied nor deleted: only the definition moves.
 """
 
 from __future__ import annotations
