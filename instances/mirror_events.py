@@ -98,11 +98,7 @@ def _refresh_one(instance: Instance, mirror: DiskMirror, uri: str) -> bool:
             mirror.state, mirror.synced_at = DiskMirror.State.MIRRORED, timezone.now()
             mirror.save(update_fields=["state", "synced_at", "updated_at"])
             return changed
-        if mirror.state != DiskMirror.State.COPYING:  # fell behind again (libvirt: not ready)
-            mirror.state = DiskMirror.State.COPYING
-            mirror.save(update_fields=["state", "updated_at"])
-            return True
-        return False
+        return False  # still converging (a ready job stays ready until it ends)
     # No copy job any more. Pivoted behind the panel's back (virsh blockjob --pivot)?
     try:
         source = blockjobs.disk_source(uri, instance.domain_name, mirror.disk_target)

@@ -34,8 +34,16 @@ class CopyStatus:
     disk: str
     cur: int  # bytes copied (QEMU's progress; `end` grows while the guest writes)
     end: int
-    ready: bool  # converged: every guest write now reaches both copies
+    # QEMU says the copy converged (job ready): from now on every guest write goes to both
+    # copies (with background copy, the mirror may trail by the writes in flight: `cur`
+    # then falls a little behind `end` for a moment). Pivot and stop need only this.
+    ready: bool
     destination: str  # the mirror's path, as the domain's live XML names it
+
+    @property
+    def in_sync(self) -> bool:
+        """Ready, with nothing left to copy right now."""
+        return self.ready and self.cur == self.end
 
     @property
     def percent(self) -> int:
@@ -125,9 +133,9 @@ def copy_status(uri: str, domain: str, disk: str) -> CopyStatus | None:
         el = _disk_el(xmlutil.parse(dom.XMLDesc(0)), disk)
         mirror = el.find("mirror") if el is not None else None
         cur, end = int(info.get("cur", 0)), int(info.get("end", 0))
-        # libvirt marks the <mirror> ready once QEMU said so; cur == end alone can be a
-        # moment before that.
-        ready = mirror is not None and mirror.get("ready") == "yes" and cur == end
+        # libvirt marks the <mirror> ready once QEMU said so (cur == end alone can come a
+        # moment before that, and need not hold after it while the guest writes).
+        ready = mirror is not None and mirror.get("ready") == "yes"
         destination = ""
         if mirror is not None:
             destination = mirror.get("file") or xmlutil.attr(mirror, "source", "file")

@@ -165,6 +165,7 @@ class MirrorStart(_MirrorOperation):
                     public=True,
                 )
             if status.ready:
+                ctx.log(f"Block copy of {disk} ready at {status.cur} of {status.end} bytes")
                 break
             percent = 10 + 85 * status.percent // 100
             if percent != shown:

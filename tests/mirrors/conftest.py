@@ -26,9 +26,20 @@ from tests.instances.conftest import (  # noqa: F401 - fixtures
 PATTERN = "0xcd"
 
 
+IMAGE_PATTERN, IMAGE_OFFSET = "0xab", 1024 * 1024
+
+
 @pytest.fixture
-def running_instance(lab_hosts, admin_user, qcow2_image, tiny_flavor):  # noqa: F811
-    """make(name) -> an instance running on lab1 (TCG), made by the panel; deleted after."""
+def running_instance(lab_hosts, admin_user, qcow2_image, tiny_flavor, settings):  # noqa: F811
+    """make(name) -> an instance running on lab1 (TCG), made by the panel; deleted after.
+    Its image holds IMAGE_PATTERN at IMAGE_OFFSET: data only the backing file has."""
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", f"write -P {IMAGE_PATTERN} {IMAGE_OFFSET} 64k",
+         str(settings.IMAGE_STORE / qcow2_image.file)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    qcow2_image.file_size = (settings.IMAGE_STORE / qcow2_image.file).stat().st_size
+    qcow2_image.save(update_fields=["file_size"])
     made: list[Instance] = []
 
     def make(name: str = "mirror-vm") -> Instance:
@@ -89,6 +100,11 @@ def guest_write(instance, offset: int = 0, length: str = "64k") -> None:
     assert "wrote" in out or out == "", out
 
 
+def guest_flush(instance) -> None:
+    out = hmp(instance, f'qemu-io -d {disk_device(instance)} "flush"')
+    assert "rror" not in out, out
+
+
 def outside(lab, volume) -> Path:
     """A volume's file as this process sees it (the hosts' pools live in namespaces)."""
     if volume.pool == "shared":
@@ -110,7 +126,9 @@ def qemu_img_info(path: Path, *, chain: bool = True) -> list[dict]:
     return data if chain else [data]
 
 
-def file_holds_pattern(path: Path, offset: int = 0, length: str = "64k") -> bool:
+def file_holds_pattern(
+    path: Path, offset: int = 0, length: str = "64k", pattern: str = PATTERN
+) -> bool:
     proc = subprocess.run(
         [
             "qemu-io",
@@ -119,7 +137,7 @@ def file_holds_pattern(path: Path, offset: int = 0, length: str = "64k") -> bool
             "-r",
             "-U",
             "-c",
-            f"read -P {PATTERN} {offset} {length}",
+            f"read -P {pattern} {offset} {length}",
             str(path),
         ],
         capture_output=True,
