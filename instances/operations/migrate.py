@@ -205,20 +205,22 @@ class LiveMigrate(InstanceOperation):
         state = self._switch(instance, source, target, plan)
         self._clean_source(ctx, src_uri, plan)
         stats = completed or last
+        memory = stats.memory_processed if stats else 0
+        # The copies as the target holds them (the live stats may end before a fast
+        # migration is first read; libvirt's completed stats count memory only).
+        disk = sum(row.allocation_bytes for row in plan.planned)
         result = {
             "source_host": source.name,
             "target_host": target.name,
             "shared_storage": plan.shared_storage,
             "downtime_ms": stats.downtime_ms if stats else None,
-            "bytes": stats.data_processed if stats else 0,
-            "memory_bytes": stats.memory_processed if stats else 0,
-            "disk_bytes": stats.disk_processed if last else 0,
+            "bytes": memory + disk,
+            "memory_bytes": memory,
+            "disk_bytes": disk,
             "iterations": stats.iteration if stats else 0,
             "migration_ms": wall_ms,
             "_state": state,
         }
-        if last is not None:
-            result["disk_bytes"] = max(last.disk_processed, last.disk_total)
         ctx.log(
             f"Migrated to host {target.name} in {wall_ms} ms, downtime "
             f"{result['downtime_ms']} ms, {result['bytes']} bytes",
@@ -337,8 +339,10 @@ class LiveMigrate(InstanceOperation):
         interval = float(settings.MIGRATION_PROGRESS_INTERVAL)
         last: migration.MigrationStats | None = None
         cancelled = postcopy = False
+        wait = min(interval, 0.25)  # a first reading soon: short migrations show progress too
         while True:
-            thread.join(interval)
+            thread.join(wait)
+            wait = interval
             if not thread.is_alive():
                 break
             if not cancelled and ctx.cancelled():
