@@ -18,7 +18,6 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import job_reap_stale
 from cloudpanel.virt import storage
 from cloudpanel.virt.volume_copy import copy_volume
-from instances import operations
 from instances.models import Instance, Volume
 from instances.operations import cold_migrate
 from instances.operations.cold_migrate import COLD_MIGRATE
@@ -236,19 +235,12 @@ def test_a_worker_dying_mid_copy_leaves_the_target_cleaned_by_the_reaper(
 
 
 def test_disks_on_shared_storage_are_not_copied_and_stay(
-    lab, lab_hosts, admin_user, seeded_image, tiny_flavor
+    lab, lab_hosts, admin_user, make_shutoff_instance
 ):
     lab0, lab1 = lab_hosts
     lab1.default_pool = "shared"  # its instances' disks and image copies go to shared storage
     lab1.save()
-    created = run_ok(
-        operations.CREATE.start(
-            user=admin_user, name="onshared", image=seeded_image, flavor=tiny_flavor,
-            host=lab1, hostname="onshared",
-        )
-    )  # fmt: skip
-    instance = Instance.objects.get(pk=created.target_id)
-    run_ok(operations.POWER["stop"].start(user=admin_user, target=instance))
+    instance = make_shutoff_instance("onshared")
     root = root_of(instance)
     assert root.pool == "shared"
     shared_file = lab.shared_dir / root.name
