@@ -53,9 +53,10 @@ class ImageViewSet(
     def get_queryset(self):
         return image_list_for(self.request.user)
 
+    @extend_schema(responses=ImageAdminSerializer)
     def retrieve(self, request, *args, **kwargs):
-        """The image; administrators also see where it is kept (distribution_hosts) and its
-        copies on hosts (replicas)."""
+        """The image. `distribution_hosts` and `replicas` (its copies on hosts) are shown to
+        administrators only; other users get the list's fields."""
         return Response(self._shown(request, self.get_object()))
 
     @staticmethod
