@@ -5,7 +5,7 @@ class InstancesConfig(AppConfig):
     name = "instances"
 
     def ready(self) -> None:
-        from . import operations  # noqa: F401 - registers the operations
+        from . import hostdown, operations  # noqa: F401 - register the operations, receivers
         from .events import on_instance_changed
         from .signals import instance_changed
 

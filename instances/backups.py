@@ -13,9 +13,8 @@ from cloudpanel.projects import access
 from cloudpanel.virt import VirtError, storage
 from hosts.connection import connection_uri
 
-from .models import Backup, Instance, Volume
+from .models import Backup, Instance
 from .rules import require_act
-from .signals import instance_changed
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +90,3 @@ def backups_apply_retention(keep_last: int) -> int:
                 continue
             deleted += 1
     return deleted
-
-
-def _keep_backups_of_deleted_instance(sender, instance, **kwargs) -> None:
-    """A backup outlives its instance: when the instance is being deleted, its backup
-    copies leave its volumes (the delete operation removes every volume of the instance),
-    staying the backup's."""
-    if getattr(instance, "state", None) != Instance.State.DELETING or not instance.pk:
-        return
-    Volume.objects.filter(
-        instance_id=instance.pk, role=Volume.Role.BACKUP, backup__isnull=False
-    ).update(instance=None)
-
-
-instance_changed.connect(
-    _keep_backups_of_deleted_instance, dispatch_uid="instances.backups.keep_on_delete"
-)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from cloudpanel import virt
 from cloudpanel.virt import storage
@@ -83,41 +83,10 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
                 (report.found if came_back else report.fixed).append(instance.pk)
                 _announce(instance.pk)
     # Kept on the host row, so its page lists them without asking libvirt.
-    unmanaged = unmanaged_domains_among(host, listed) + leftover_domains_among(host, listed)
+    unmanaged = unmanaged_domains_among(host, listed)
     Host.objects.filter(pk=host.pk).update(unmanaged_domains=unmanaged)
     report.unmanaged += len(unmanaged)
     reconcile_volumes(host, report)
-
-
-def leftover_domains_among(host: Host, listed: list[virt.DomainSummary]) -> list[dict]:
-    """Domains on `host` of instances that now live on another host (rebuilt there after this
-    host was lost, or moved while it could not be told): stale copies to clean, never to
-    start or to attach to the instance again. Listed with the unmanaged domains, marked by
-    `leftover_of` (the instance's id)."""
-    known_here = set(Instance.objects.filter(host=host).values_list("domain_name", flat=True))
-    by_uuid = {
-        str(i.uuid): i
-        # An instance a job works on (a migration) may be on both hosts for a while.
-        for i in Instance.objects.exclude(host=host)
-        .filter(uuid__in=[d.uuid for d in listed if d.uuid], current_job__isnull=True)
-        .select_related("host")
-    }
-    leftovers = []
-    for dom in listed:
-        instance = by_uuid.get(dom.uuid)
-        if instance is None or dom.name in known_here:
-            continue
-        leftovers.append(
-            {
-                **asdict(dom),
-                "host": host.pk,
-                "host_name": host.name,
-                "leftover_of": instance.pk,
-                "leftover_of_name": instance.name,
-                "instance_host": instance.host.name if instance.host else "",
-            }
-        )
-    return sorted(leftovers, key=lambda d: d["name"])
 
 
 def _announce(instance_id: int) -> None:

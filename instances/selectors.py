@@ -75,7 +75,8 @@ def unmanaged_domain_list(host: Host) -> list[dict]:
 
 
 def unmanaged_domains_among(host: Host, domains: list[virt.DomainSummary]) -> list[dict]:
-    """Those of `domains` (listed on `host`) that no instance row knows (by name or uuid)."""
+    """Those of `domains` (listed on `host`) that no instance row knows (by name or uuid),
+    and the leftovers of instances that now live elsewhere (marked `leftover_of`)."""
     known_names = set(Instance.objects.filter(host=host).values_list("domain_name", flat=True))
     known_uuids = {str(u) for u in Instance.objects.values_list("uuid", flat=True)}
     result = []
@@ -85,4 +86,35 @@ def unmanaged_domains_among(host: Host, domains: list[virt.DomainSummary]) -> li
         if dom.name.startswith(_INTERNAL_PREFIXES):
             continue
         result.append({**asdict(dom), "host": host.pk, "host_name": host.name})
-    return sorted(result, key=lambda d: d["name"])
+    return sorted(result + leftover_domains_among(host, domains), key=lambda d: d["name"])
+
+
+def leftover_domains_among(host: Host, listed: list[virt.DomainSummary]) -> list[dict]:
+    """Domains on `host` of instances that now live on another host (rebuilt there after this
+    host was lost, or moved while it could not be told): stale copies to clean, never to
+    start or to attach to the instance again. Listed with the unmanaged domains, marked by
+    `leftover_of` (the instance's id)."""
+    known_here = set(Instance.objects.filter(host=host).values_list("domain_name", flat=True))
+    by_uuid = {
+        str(i.uuid): i
+        # An instance a job works on (a migration) may be on both hosts for a while.
+        for i in Instance.objects.exclude(host=host)
+        .filter(uuid__in=[d.uuid for d in listed if d.uuid], current_job__isnull=True)
+        .select_related("host")
+    }
+    leftovers = []
+    for dom in listed:
+        instance = by_uuid.get(dom.uuid)
+        if instance is None or dom.name in known_here:
+            continue
+        leftovers.append(
+            {
+                **asdict(dom),
+                "host": host.pk,
+                "host_name": host.name,
+                "leftover_of": instance.pk,
+                "leftover_of_name": instance.name,
+                "instance_host": instance.host.name if instance.host else "",
+            }
+        )
+    return sorted(leftovers, key=lambda d: d["name"])

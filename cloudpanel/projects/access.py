@@ -74,6 +74,8 @@ GENERIC_INSTANCE_REASON = {
     "error": "The last operation on this instance failed; an administrator can see the details.",
     "missing": "The virtual machine is no longer found on its host; an administrator can see "
     "the details.",
+    "host-down": "The server this instance runs on is unreachable; an administrator can "
+    "rebuild it elsewhere from its newest copy.",
 }
 # Job params and results a tenant may see: its own inputs and outcomes, nothing of the host.
 PUBLIC_JOB_KEYS = frozenset(
@@ -87,6 +89,10 @@ PUBLIC_JOB_KEYS = frozenset(
         "forced",
         "quiesce",
         "quiesced",
+        "backup",
+        "method",
+        "size_bytes",
+        "instance",
         "agent",
         "from",
         "to",

@@ -261,16 +261,16 @@ class TakeBackup(InstanceOperation):
 
 
 class _RestoreProvision(Create):
-    """Create's provisioning with the root disk copied from a backup instead of an image.
-
-    Create still makes sure the image's replica is on the host first (usually there already:
-    the backed-up instance ran from it), and needs the image to exist.
-    """
+    """Create's provisioning with the root disk copied from a backup instead of made from
+    the image (which may be gone since)."""
 
     kind = "backup.restore-provision"  # never registered: RESTORE runs it
 
     def __init__(self, backup_volume: Volume):
         self.backup_volume = backup_volume
+
+    def _root_source(self, ctx, instance, host, pool):
+        return None  # the root disk is the backup's copy, not the image's
 
     def _make_root_disk(self, uri, pool, name, capacity, image, replica):
         source = self.backup_volume
@@ -304,8 +304,6 @@ class Restore(Operation):
             raise Conflict(f"The backup is {target.state}; only a ready backup can be restored.")
         if target.flavor is None:
             raise Conflict("The backup's flavor was deleted; it cannot be restored.")
-        if target.image is None or target.image.status != Image.Status.ACTIVE:
-            raise Conflict("The backup's image is gone or not active; it cannot be restored.")
         if _root_backup_volume(target) is None:
             raise Conflict("The backup holds no disk copy.")
         if Instance.objects.filter(project=target.project, name=name).exists():

@@ -50,9 +50,30 @@ GENERIC_PROVISIONING_FAILURE = (
 )
 
 
-def _random_mac() -> str:
+def random_mac() -> str:
     # QEMU/KVM's locally administered prefix.
     return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+
+
+def domain_spec(
+    instance: Instance, host: Host, *, disks: list, mac: str, network: str | None
+) -> domain_xml.DomainSpec:
+    """The domain of `instance` on `host`: its flavor, image firmware, disks and one NIC."""
+    flavor, image = instance.flavor, instance.image
+    return domain_xml.DomainSpec(
+        name=instance.domain_name,
+        uuid=str(instance.uuid),
+        vcpus=flavor.vcpus,
+        memory_mib=flavor.ram_mib,
+        domain_type=host.domain_type,
+        arch=(host.capabilities or {}).get("arch") or "x86_64",
+        disks=disks,
+        nics=[domain_xml.NicSpec(mac=mac, network=network)],
+        vnc_listen=console_address(host),
+        title=instance.name,
+        metadata={"instance": str(instance.pk), "project": instance.project.name},
+        firmware=(image.firmware if image is not None else "") or "bios",
+    )
 
 
 def disk_layout(
@@ -239,15 +260,7 @@ class Create(InstanceOperation):
         host, flavor, image = instance.host, instance.flavor, instance.image
         uri = uri_of(instance)
         pool = host.default_pool
-        if image is None:
-            raise JobFailed("The instance has no image", public=True)
-        # Steps naming hosts, pools, disks or domains are for admins; tenants get `public`.
-        ctx.progress(
-            5,
-            f"Replicating image {image.name} to host {host.name}",
-            public=f"Copying image {image.name} to the host",
-        )
-        replica = image_ensure_replica(image=image, host=host, pool=pool, ctx=ctx)
+        replica = self._root_source(ctx, instance, host, pool)
         ctx.check_cancelled()
 
         capacity = flavor.disk_gib * GIB
@@ -268,24 +281,12 @@ class Create(InstanceOperation):
                 public="Writing the cloud-init seed",
             )
             seed_path = self._make_seed(uri, pool, instance, job.params["seed"], made).path
-        iso_path = replica.path if image.disk_format == Image.Format.ISO else None
-        disks = disk_layout(root.path, image.disk_bus or "virtio", seed=seed_path, iso=iso_path)
+        is_iso = replica is not None and image.disk_format == Image.Format.ISO
+        bus = (image.disk_bus if image is not None else "") or "virtio"
+        disks = disk_layout(root.path, bus, seed=seed_path, iso=replica.path if is_iso else None)
         network, notes = self._network(job, ctx, uri, host)
-        mac = _random_mac()
-        spec = domain_xml.DomainSpec(
-            name=instance.domain_name,
-            uuid=str(instance.uuid),
-            vcpus=flavor.vcpus,
-            memory_mib=flavor.ram_mib,
-            domain_type=host.domain_type,
-            arch=(host.capabilities or {}).get("arch") or "x86_64",
-            disks=disks,
-            nics=[domain_xml.NicSpec(mac=mac, network=network)],
-            vnc_listen=console_address(host),
-            title=instance.name,
-            metadata={"instance": str(instance.pk), "project": instance.project.name},
-            firmware=image.firmware or "bios",
-        )
+        mac = random_mac()
+        spec = domain_spec(instance, host, disks=disks, mac=mac, network=network)
         # One step for both: defining takes milliseconds, and every step is a database
         # write and a broadcast.
         ctx.progress(
@@ -312,6 +313,20 @@ class Create(InstanceOperation):
             "notes": notes,
             "state": waited.state,
         }
+
+    def _root_source(self, ctx: JobContext, instance: Instance, host: Host, pool: str):
+        """The image's replica on the host that the root disk is made from (None: the
+        subclass makes the root disk from something else)."""
+        image = instance.image
+        if image is None:
+            raise JobFailed("The instance has no image", public=True)
+        # Steps naming hosts, pools, disks or domains are for admins; tenants get `public`.
+        ctx.progress(
+            5,
+            f"Replicating image {image.name} to host {host.name}",
+            public=f"Copying image {image.name} to the host",
+        )
+        return image_ensure_replica(image=image, host=host, pool=pool, ctx=ctx)
 
     def known_state(self, result: dict | None) -> str | None:
         # Just read from libvirt by the wait. Reading the domain back would also ask its

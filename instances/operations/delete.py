@@ -10,7 +10,7 @@ from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobContext, JobFailed
 from cloudpanel.virt import domains
 
-from ..models import Instance, Snapshot
+from ..models import Instance, Snapshot, Volume
 from ..rules import require_act, require_host_online
 from ..signals import instance_changed
 from ..volumes import volume_remove
@@ -38,7 +38,8 @@ class Delete(InstanceOperation):
         existed = domains.undefine_domain(uri, instance.domain_name)
         if domains.domain_exists(uri, instance.domain_name):
             raise JobFailed(f"Domain {instance.domain_name} is still defined after undefine")
-        volumes = list(instance.volumes.all())
+        # Backups outlive their instance: their copies stay (Volume.instance becomes null).
+        volumes = list(instance.volumes.exclude(role=Volume.Role.BACKUP))
         removed = []
         for i, volume in enumerate(volumes):
             ctx.progress(

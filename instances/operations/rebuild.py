@@ -25,7 +25,7 @@ from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobCancelled, JobContext, JobFailed
 from cloudpanel.projects import access
 from cloudpanel.virt import VirtError, domain_xml, domains, storage
-from hosts.connection import connection_uri, console_address
+from hosts.connection import connection_uri
 from hosts.models import Host
 from hosts.selectors import host_list_with_allocation
 
@@ -33,7 +33,7 @@ from .. import hostdown, scheduler
 from ..models import DiskMirror, Instance, Volume
 from ..volumes import volume_plan, volume_ready, volume_remove
 from .base import InstanceOperation, RolledBack, wait_for
-from .create import CREATE, disk_layout
+from .create import CREATE, disk_layout, domain_spec, random_mac
 from .power import START_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -299,28 +299,13 @@ class _Build:
         self.seed_path = CREATE._make_seed(self.uri, self.pool, on_target, identity, self.made).path
 
     def define_and_start(self) -> None:
-        instance, target, flavor, image = (
-            self.instance, self.target, self.instance.flavor, self.instance.image,
-        )  # fmt: skip
+        instance, target, image = self.instance, self.target, self.instance.image
         # No installer ISO: it stayed with the lost host, and the disk is what was installed.
         bus = (image.disk_bus if image is not None else "") or "virtio"
         disks = disk_layout(self.root.path, bus, seed=self.seed_path)
         network, notes = CREATE._network(_CreateParams(self.params), self.ctx, self.uri, target)
-        mac = instance.mac_address or None
-        spec = domain_xml.DomainSpec(
-            name=instance.domain_name,
-            uuid=str(instance.uuid),
-            vcpus=flavor.vcpus,
-            memory_mib=flavor.ram_mib,
-            domain_type=target.domain_type,
-            arch=(target.capabilities or {}).get("arch") or "x86_64",
-            disks=disks,
-            nics=[domain_xml.NicSpec(mac=mac or _new_mac(), network=network)],
-            vnc_listen=console_address(target),
-            title=instance.name,
-            metadata={"instance": str(instance.pk), "project": instance.project.name},
-            firmware=(image.firmware if image is not None else "") or "bios",
-        )
+        mac = instance.mac_address or random_mac()
+        spec = domain_spec(instance, target, disks=disks, mac=mac, network=network)
         self.ctx.progress(
             70, f"Defining and starting domain {instance.domain_name} on {target.name}"
         )
@@ -377,12 +362,6 @@ class _Build:
             except VirtError as exc:
                 leftovers.append(f"volume {volume.name} ({exc})")
         return leftovers
-
-
-def _new_mac() -> str:
-    from .create import _random_mac
-
-    return _random_mac()
 
 
 REBUILD = register(Rebuild())

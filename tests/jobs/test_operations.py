@@ -74,6 +74,9 @@ def test_every_product_job_kind_is_an_operation_object_of_its_own():
         "instance.reboot", "instance.reset", "instance.suspend", "instance.resume",
         "instance.resize", "instance.snapshot_create", "instance.snapshot_revert",
         "instance.snapshot_delete", "instance.delete", "image.import", "image.mirror",
+        "image.distribute", "instance.migrate", "instance.cold-migrate", "host.evacuate",
+        "instance.rebuild", "instance.mirror", "instance.mirror-pivot", "instance.mirror-stop",
+        "instance.backup", "backup.restore", "instance.capture",
     }  # fmt: skip
     assert set(product) == expected
     for kind, operation in product.items():
