@@ -53,7 +53,6 @@ class ImageViewSet(
     def get_queryset(self):
         return image_list_for(self.request.user)
 
-    @extend_schema(responses=ImageAdminSerializer)
     def retrieve(self, request, *args, **kwargs):
         """The image. `distribution_hosts` and `replicas` (its copies on hosts) are shown to
         administrators only; other users get the list's fields."""
