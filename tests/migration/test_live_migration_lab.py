@@ -8,6 +8,7 @@ import pytest
 
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import job_create
+from instances import operations
 from instances.models import Instance, Volume
 from instances.operations.migrate import LIVE_MIGRATE
 from instances.watcher.apply import UNMANAGED, apply_event
@@ -152,3 +153,29 @@ def test_cancel_mid_way_leaves_it_running_on_the_source(
     assert root.name in pool_volumes(lab1)
     assert root.name not in pool_volumes(lab0)  # the half copy is gone
     assert not Volume.objects.filter(host=lab0, name=root.name).exists()
+
+
+def test_a_cloud_init_seed_moves_with_the_instance(
+    lab_hosts, admin_user, default_project, settings, tiny_flavor
+):
+    """The seed is a read-only cdrom libvirt does not copy: the panel copies it first."""
+    from tests.instances.conftest import make_image
+    from tests.instances.test_create_identity import cloud_init_image_fields
+
+    lab0, lab1 = lab_hosts
+    image = make_image(default_project, settings, name="seeded", **cloud_init_image_fields())
+    job = run_ok(
+        operations.CREATE.start(
+            user=admin_user, name="seeded", image=image, flavor=tiny_flavor, host=lab1,
+            hostname="seeded",
+        )
+    )  # fmt: skip
+    instance = Instance.objects.get(pk=job.target_id)
+    roles = sorted(instance.volumes.values_list("role", flat=True))
+    assert roles == ["cdrom", "root"]
+
+    job = run_ok(LIVE_MIGRATE.start(user=admin_user, target=instance, host=lab0))
+
+    assert job.result["shared_storage"] is False
+    assert_only_on(instance, lab0, lab1)
+    assert sorted(instance.volumes.values_list("role", flat=True)) == ["cdrom", "root"]
