@@ -13,6 +13,7 @@ instances/mirror_events.py.
 
 from __future__ import annotations
 
+import re
 import time
 
 from django.utils import timezone
@@ -32,6 +33,7 @@ from ..volumes import volume_plan, volume_ready
 from .base import InstanceOperation, RolledBack, uri_of
 
 POLL_SECONDS = 0.5
+_DISK_NAME = re.compile(r"[a-z]{1,8}[a-z0-9]{0,8}")
 MAX_BANDWIDTH_MIB = 100_000
 
 
@@ -76,8 +78,8 @@ class MirrorStart(_MirrorOperation):
             )
         disk = (disk or "").strip()
         pool = (pool or "").strip()
-        if not disk:
-            raise InvalidInput({"disk": ["A disk (vda, ...) is required."]})
+        if not _DISK_NAME.fullmatch(disk):
+            raise InvalidInput({"disk": ["A disk target as the domain names it: vda, sdb, ..."]})
         if not pool:
             raise InvalidInput({"pool": ["A storage pool of the instance's host is required."]})
         self.check_busy_or_state(target, (Instance.State.RUNNING,), "mirror a disk")
@@ -96,13 +98,11 @@ class MirrorStart(_MirrorOperation):
             ) from None
         if target.current_job_id is None:  # a busy instance gets the job conflict instead
             try:
-                size = blockjobs.disk_size(uri, target.domain_name, disk)
+                blockjobs.disk_size(uri, target.domain_name, disk)  # a disk, not a cdrom
             except NotFound:
                 raise InvalidInput(
                     {"disk": [f"Instance {target.name} has no disk {disk}."]}
                 ) from None
-            if size.source.endswith(".iso"):
-                raise InvalidInput({"disk": [f"Disk {disk} is not a disk image."]})
         return {"disk": disk, "pool": pool, "bandwidth_mib": bandwidth_mib}
 
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
@@ -123,8 +123,6 @@ class MirrorStart(_MirrorOperation):
 
     def _copy(self, job, ctx, instance, mirror, uri, disk, pool) -> dict:
         size = blockjobs.disk_size(uri, instance.domain_name, disk)
-        if size.source.endswith(".iso"):
-            raise JobFailed(f"Disk {disk} is not a disk image", public=True)
         name = mirror_volume_name(instance, mirror)
         ctx.progress(
             5,
