@@ -10,7 +10,7 @@ from django.utils import timezone
 from cloudpanel import virt
 from cloudpanel.jobs.models import Job
 from cloudpanel.virt import domains
-from cloudpanel.virt.events import DomainEvent
+from cloudpanel.virt.events import BLOCK_JOB, DomainEvent
 from hosts.models import Host
 
 from ..mirror_events import on_block_job
@@ -70,7 +70,7 @@ def apply_event(host: Host, uri: str, event: DomainEvent) -> str:
         return UNMANAGED
     if is_moving(instance):
         return MANAGED  # the migration's own block jobs and lifecycle events
-    if event.kind == "BLOCK_JOB":
+    if event.kind == BLOCK_JOB:
         on_block_job(instance, host, uri, event)
     if instance.state in LEFT_ALONE:
         return MANAGED

@@ -58,7 +58,7 @@ def test_block_job_events_update_the_mirror(lab, running_instance, admin_user, b
     # Cancelled behind the panel's back: of no use any more, its volume goes.
     volume_file = outside(lab, mirror.volume)
     virsh(uri, "blockjob", instance.domain_name, "vda", "--abort")
-    on_block_job(instance, host, uri, block_events("vda copy canceled"))
+    apply_event(host, uri, block_events("vda copy canceled"))  # the watcher's own path
     mirror.refresh_from_db()
     assert mirror.state == DiskMirror.State.FAILED
     assert "cancelled outside the panel" in mirror.error
@@ -69,7 +69,7 @@ def test_block_job_events_update_the_mirror(lab, running_instance, admin_user, b
     again = mirror_of(instance, admin_user)
     block_events("vda copy ready")
     virsh(uri, "blockjob", instance.domain_name, "vda", "--pivot")
-    on_block_job(instance, host, uri, block_events("vda copy completed"))
+    apply_event(host, uri, block_events("vda copy completed"))
     again.refresh_from_db()
     assert again.state == DiskMirror.State.PIVOTED
     assert disk_source(instance) == again.volume.path
