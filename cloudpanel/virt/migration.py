@@ -10,7 +10,6 @@ planting a marker volume on one side and looking for it on the other.
 from __future__ import annotations
 
 import logging
-import time
 import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -367,21 +366,6 @@ def storage_shared(src_uri: str, src_pool: str, dst_uri: str) -> bool:
             pass
 
 
-def volume_by_path(uri: str, path: str) -> tuple[str, str] | None:
-    """(pool, volume name) of the volume at `path` on the host, or None."""
-
-    def op(conn: libvirt.virConnect) -> tuple[str, str] | None:
-        try:
-            vol = conn.storageVolLookupByPath(path)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return None
-            raise
-        return vol.storagePoolLookupByVolume().name(), vol.name()
-
-    return get_pool().call(uri, op)
-
-
 def refresh_pools(uri: str, pools: Iterable[str]) -> None:
     from . import storage
 
@@ -401,16 +385,3 @@ def domain_gone(uri: str, name: str) -> bool:
     except VirtError:
         return False
     return False
-
-
-def wait_gone(uri: str, name: str, timeout: float = 10.0) -> bool:
-    """Wait (briefly) until the domain is no longer defined on the host."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            get_pool().call(uri, lambda conn: conn.lookupByName(name))
-        except NotFound:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
