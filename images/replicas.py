@@ -151,6 +151,9 @@ def _copy_replica(
             _report(ctx, progress_range, done / max(total, 1), step)
 
     try:
+        shared = _copy_on_shared_storage(image, replica, uri, pool, volume)
+        if shared is not None:
+            return shared
         if ctx is not None:
             _report(ctx, progress_range, 0, f"Copying {image.name} to {where}")
         # A volume of that name without an active replica is a leftover of a failed copy.
@@ -186,6 +189,31 @@ def _copy_replica(
     replica.copied = True
     if ctx is not None:
         _report(ctx, progress_range, 1, f"{image.name} is on {where}")
+    return replica
+
+
+def _copy_on_shared_storage(
+    image: Image, replica: ImageReplica, uri: str, pool: str, volume: str
+) -> ImageReplica | None:
+    """In a pool other hosts see too (NFS, ...), another host's active copy is already this
+    host's: use it (replacing it would pull the file from under that host's guests)."""
+    others = ImageReplica.objects.filter(
+        image=image, pool=pool, sha256=image.sha256, status=ImageReplica.Status.ACTIVE
+    ).exclude(pk=replica.pk)
+    if not others.exists():
+        return None
+    storage.pool_refresh(uri, pool)  # another host wrote the file: this one's list is old
+    found = storage.find_volume_by_name(uri, pool, volume)
+    if found is None or found.physical_bytes != image.file_size:
+        return None
+    if not others.filter(path=found.path).exists():
+        return None
+    replica.status, replica.path, replica.sha256 = (
+        ImageReplica.Status.ACTIVE, found.path, image.sha256,
+    )  # fmt: skip
+    replica.volume, replica.error = volume, ""
+    replica.save()
+    replica.copied = False
     return replica
 
 

@@ -236,3 +236,17 @@ def test_image_without_checksum_gets_one(lab_hosts, image):
     replica = replicas.image_ensure_replica(image=image, host=lab_hosts[1])
     image.refresh_from_db()
     assert len(image.sha256) == 64 and replica.sha256 == image.sha256
+
+
+def test_a_copy_in_a_pool_both_hosts_see_serves_both(lab, lab_hosts, image):
+    """Pool 'shared' is one directory for both lab hosts: the second host uses the first's
+    copy instead of replacing the file under it."""
+    first = replicas.image_ensure_replica(image=image, host=lab_hosts[0], pool="shared")
+    try:
+        assert first.copied
+        inode = (lab.shared_dir / first.volume).stat().st_ino
+        second = replicas.image_ensure_replica(image=image, host=lab_hosts[1], pool="shared")
+        assert not second.copied and second.status == "active" and second.path == first.path
+        assert (lab.shared_dir / first.volume).stat().st_ino == inode  # never rewritten
+    finally:
+        storage.delete_volume(connection_uri(lab_hosts[0]), "shared", first.volume)
