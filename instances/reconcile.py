@@ -50,11 +50,15 @@ class ReconcileReport:
 
 
 def reconcile_host(host: Host, report: ReconcileReport) -> None:
+    # The rows before the domains: an instance that a migration moves away meanwhile is
+    # then seen here before it left, never as gone (and the updates below name the host).
+    instances = list(
+        Instance.objects.filter(host=host, current_job__isnull=True).exclude(
+            state__in=_LEFT_ALONE
+        )
+    )
     listed = virt.list_domains(connection_uri(host))
     domains = {d.name: d for d in listed}
-    instances = Instance.objects.filter(host=host, current_job__isnull=True).exclude(
-        state__in=_LEFT_ALONE
-    )
     for instance in instances:
         dom = domains.get(instance.domain_name)
         if dom is None:
@@ -62,7 +66,7 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
                 continue
             # Conditional update: a job that started meanwhile wins.
             updated = Instance.objects.filter(
-                pk=instance.pk, current_job__isnull=True, state=instance.state
+                pk=instance.pk, host=host, current_job__isnull=True, state=instance.state
             ).update(
                 state=Instance.State.MISSING,
                 state_reason=(
@@ -77,7 +81,7 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
         if dom.state != instance.state:
             came_back = instance.state == Instance.State.MISSING
             updated = Instance.objects.filter(
-                pk=instance.pk, current_job__isnull=True, state=instance.state
+                pk=instance.pk, host=host, current_job__isnull=True, state=instance.state
             ).update(state=dom.state, state_reason="")
             if updated:
                 (report.found if came_back else report.fixed).append(instance.pk)

@@ -197,3 +197,31 @@ def test_a_host_rebuilt_away_from_is_reconciled_when_it_returns(test_host):
     hostdown.on_host_back(sender=Host, host=test_host)
     test_host.refresh_from_db()
     assert [d["name"] for d in test_host.unmanaged_domains] == ["test"]
+
+
+def test_reconcile_never_calls_missing_an_instance_a_migration_just_brought(
+    test_host, dead_host, default_project, flavor, monkeypatch
+):
+    """The migration switches the row to this host and ends while reconcile lists the
+    host's domains (the listing predates the domain's arrival): not 'missing'."""
+    from cloudpanel import virt
+    from cloudpanel.jobs.models import Job
+
+    arriving = _instance(default_project, flavor, dead_host, "arriving")
+    job = Job.objects.create(
+        kind="instance.migrate", target_type="instance", target_id=arriving.pk, status="running"
+    )
+    Instance.objects.filter(pk=arriving.pk).update(current_job=job)
+    real_list = virt.list_domains
+
+    def list_then_migration_ends(uri):
+        listed = real_list(uri)
+        Instance.objects.filter(pk=arriving.pk).update(host=test_host, current_job=None)
+        return listed
+
+    monkeypatch.setattr(virt, "list_domains", list_then_migration_ends)
+    report = ReconcileReport()
+    reconcile_host(test_host, report)
+    arriving.refresh_from_db()
+    assert (arriving.host_id, arriving.state) == (test_host.pk, "running")
+    assert report.missing == []
