@@ -79,6 +79,8 @@ INSTALLED_APPS = [
     "cloudpanel",
     "cloudpanel.projects",
     "cloudpanel.jobs",
+    "cloudpanel.accounts",
+    "cloudpanel.audit",
     "hosts",
     "images",
     "instances",

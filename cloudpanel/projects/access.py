@@ -14,8 +14,25 @@ from django.utils.crypto import salted_hmac
 from .models import Membership, Project
 
 
+def token_of(user):
+    """The personal API token the request came with (cloudpanel.accounts sets it on the
+    user), or None for sessions. A token may narrow what its user can do, never widen it."""
+    return getattr(user, "api_token", None)
+
+
+def _scope(user) -> int | None:
+    token = token_of(user)
+    return token.project_id if token is not None else None
+
+
+def _read_only(user) -> bool:
+    token = token_of(user)
+    return bool(token is not None and token.read_only)
+
+
 def is_admin(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_staff)
+    # A project-scoped token is never an admin's: it reaches that project only.
+    return bool(user and user.is_authenticated and user.is_staff and _scope(user) is None)
 
 
 def visible_project_ids(user) -> list[int] | None:
@@ -24,6 +41,10 @@ def visible_project_ids(user) -> list[int] | None:
         return None
     if not user or not user.is_authenticated:
         return []
+    scope = _scope(user)
+    if scope is not None:
+        allowed = user.is_staff or Membership.objects.filter(user=user, project_id=scope).exists()
+        return [scope] if allowed else []
     return list(Membership.objects.filter(user=user).values_list("project_id", flat=True))
 
 
@@ -40,17 +61,35 @@ def can_view(user, project: Project | None) -> bool:
         return True
     if project is None or not user.is_authenticated:
         return False
-    return Membership.objects.filter(user=user, project=project).exists()
+    return project.pk in visible_project_ids(user)
+
+
+ACTING_ROLES = (Membership.Role.MANAGER, Membership.Role.MEMBER)
 
 
 def can_act(user, project: Project | None) -> bool:
     """May the user change things in this project (start, stop, delete...)?"""
+    if _read_only(user):
+        return False
     if is_admin(user):
         return True
     if project is None or not user.is_authenticated:
         return False
+    if not can_view(user, project):
+        return False
+    if user.is_staff:  # an admin's token scoped to this project
+        return True
+    return Membership.objects.filter(user=user, project=project, role__in=ACTING_ROLES).exists()
+
+
+def can_manage(user, project: Project | None) -> bool:
+    """May the user manage the project's members (a project manager, or an admin)?"""
+    if not can_act(user, project):
+        return False
+    if is_admin(user) or user.is_staff:
+        return True
     return Membership.objects.filter(
-        user=user, project=project, role=Membership.Role.MEMBER
+        user=user, project=project, role=Membership.Role.MANAGER
     ).exists()
 
 

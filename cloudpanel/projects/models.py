@@ -29,8 +29,11 @@ class Project(models.Model):
 
 class Membership(models.Model):
     class Role(models.TextChoices):
+        # Manages the project's members and everything in it.
+        MANAGER = "manager", "Project manager"
+        # Creates and runs instances, snapshots, backups, consoles.
         MEMBER = "member", "Member"
-        VIEWER = "viewer", "Viewer"
+        VIEWER = "viewer", "Viewer"  # reads only
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
@@ -43,3 +46,22 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.project} ({self.role})"
+
+
+class Quota(models.Model):
+    """A project's limits; null is unlimited. Usage is counted from the rows themselves
+    (cloudpanel/projects/quotas.py), never kept as a counter that could drift."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="quota")
+    instances = models.PositiveIntegerField(null=True, blank=True)
+    vcpus = models.PositiveIntegerField(null=True, blank=True)
+    ram_mib = models.PositiveIntegerField(null=True, blank=True)
+    disk_gib = models.PositiveIntegerField(null=True, blank=True)
+    snapshots = models.PositiveIntegerField(null=True, blank=True)
+    backups = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    RESOURCES = ("instances", "vcpus", "ram_mib", "disk_gib", "snapshots", "backups")
+
+    def __str__(self) -> str:
+        return f"quota of {self.project}"
