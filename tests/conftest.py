@@ -159,6 +159,18 @@ def lab():
         the_lab.stop()
 
 
+@contextlib.contextmanager
+def disposable_lab(name: str):
+    """A two-host TCG lab of a test module's own, for tests that kill or stop a host for
+    good (the session lab must stay whole); reached over TCP only. Use after `lab`, whose
+    checks (libvirt installed, root) come first."""
+    from lab import Lab
+
+    base = Path(tempfile.mkdtemp(prefix=f"cloudpanel-lab-{name}-"))
+    with Lab() as the_lab:
+        yield the_lab.start(n_hosts=2, kvm=[False, False], base_dir=base)
+
+
 @pytest.fixture(scope="session")
 def kvm_denied_lab():
     """One lab host whose libvirt offers the kvm domain type while its guests may not open

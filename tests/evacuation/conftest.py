@@ -3,9 +3,6 @@ lost-host test (its host is stopped for good; the session lab stays intact)."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from tests.instances.conftest import (  # noqa: F401 - fixtures
@@ -43,25 +40,9 @@ def dead_host(db):
 
 
 @pytest.fixture(scope="module")
-def loss_lab():
+def loss_lab(lab):
     """Two TCG lab hosts of this module's own: one of them is stopped for good."""
-    from tests.conftest import _libvirt_available
+    from tests.conftest import disposable_lab
 
-    problem = _libvirt_available()
-    if problem:
-        pytest.fail(f"libvirt lab unavailable: {problem}")
-    from django.conf import settings
-
-    from lab import Lab
-
-    base = Path(tempfile.mkdtemp(prefix="cloudpanel-lab-loss-"))
-    the_lab = Lab()
-    the_lab.start(n_hosts=2, kvm=[False, False], base_dir=base)
-    dirs = [*settings.LIBVIRT_SOCKET_DIRS, *(str(h.socket_path.parent) for h in the_lab.hosts)]
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(settings, "LIBVIRT_SOCKET_DIRS", dirs)
-            mp.setenv("LIBVIRT_SOCKET_DIRS", ",".join(dirs))
-            yield the_lab
-    finally:
-        the_lab.stop()
+    with disposable_lab("loss") as the_lab:
+        yield the_lab

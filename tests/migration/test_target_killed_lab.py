@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from cloudpanel.jobs.models import Job
 from instances.models import Instance, Volume
 from instances.operations.migrate import LIVE_MIGRATE
+from tests.conftest import disposable_lab
 from tests.instances.conftest import dom_state, domain_names, pool_volumes, run, run_ok
 
 from .conftest import cpu_time_ns, filled_image, provision, wait_until
@@ -22,12 +21,9 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.django_db]
 
 
 @pytest.fixture(scope="module")
-def own_lab(lab):  # after the session lab: its checks and socket dirs come first
-    from lab import Lab
-
-    base = Path(tempfile.mkdtemp(prefix="cloudpanel-lab-h1kill-"))
-    with Lab() as the_lab:
-        yield the_lab.start(n_hosts=2, kvm=[False, False], base_dir=base)
+def own_lab(lab):
+    with disposable_lab("kill") as the_lab:
+        yield the_lab
 
 
 @pytest.fixture
