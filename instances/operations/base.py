@@ -68,14 +68,19 @@ class InstanceOperation(Operation):
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict | None:
         raise NotImplementedError
 
-    def run(self, job: Job, ctx: JobContext) -> dict | None:
+    @staticmethod
+    def load_instance(job: Job) -> Instance:
+        """The job's instance, or the job fails saying it is gone."""
         try:
-            instance = Instance.objects.select_related("host", "flavor", "image").get(
+            return Instance.objects.select_related("host", "flavor", "image").get(
                 pk=job.target_id
             )
         except Instance.DoesNotExist:
             what = job.target_name or job.target_id
             raise JobFailed(f"Instance {what} no longer exists", public=True) from None
+
+    def run(self, job: Job, ctx: JobContext) -> dict | None:
+        instance = self.load_instance(job)
         try:
             result = self.act(job, ctx, instance)
         except Exception as exc:

@@ -134,13 +134,7 @@ class LiveMigrate(InstanceOperation):
     # ---- the worker
 
     def run(self, job: Job, ctx: JobContext) -> dict | None:
-        try:
-            instance = Instance.objects.select_related("host", "flavor", "image").get(
-                pk=job.target_id
-            )
-        except Instance.DoesNotExist:
-            what = job.target_name or job.target_id
-            raise JobFailed(f"Instance {what} no longer exists", public=True) from None
+        instance = self.load_instance(job)
         try:
             result = self.act(job, ctx, instance)
         except (JobCancelled, RolledBack):
