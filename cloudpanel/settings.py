@@ -95,6 +95,7 @@ MIDDLEWARE = [
     "cloudpanel.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "cloudpanel.audit.context.AuditContextMiddleware",  # the audit: who, from where
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as axes asks: turns a locked-out sign-in into its lockout answer.
