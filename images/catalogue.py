@@ -15,11 +15,11 @@ from cloudpanel.errors import Conflict, InvalidInput, PermissionDenied
 from cloudpanel.jobs.models import Job
 from cloudpanel.projects.access import can_act, is_admin
 from cloudpanel.projects.models import Project
-from cloudpanel.projects.services import project_get_default
+from cloudpanel.projects.services import project_for_create
 
 from .models import Image
 from .replicas import replica_volumes_delete
-from .selectors import image_manageable_by, project_list_for_upload
+from .selectors import image_manageable_by
 from .store import image_path
 
 _UPDATABLE = {
@@ -37,14 +37,9 @@ _UPDATABLE = {
 
 
 def _resolve_project(user, project: Project | None) -> Project:
-    if project is not None:
-        return project
-    if is_admin(user):
-        return project_get_default()
-    choices = list(project_list_for_upload(user)[:2])
-    if len(choices) == 1:
-        return choices[0]
-    raise InvalidInput({"project": "Choose the project the image belongs to."})
+    # The rule for every create: the project given, else the user's only one (admins: the
+    # default project), else 400 "project is required".
+    return project_for_create(user, project)
 
 
 def new_image(

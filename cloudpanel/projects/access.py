@@ -93,6 +93,31 @@ def can_manage(user, project: Project | None) -> bool:
     ).exists()
 
 
+def can_manage_members(user, project: Project | None) -> bool:
+    """Adding, changing and removing members: the project's managers and admins."""
+    return can_manage(user, project)
+
+
+def can_view_quota(user, project: Project | None) -> bool:
+    """Every member (viewers too) reads the project's quota and usage."""
+    return can_view(user, project)
+
+
+def can_set_quota(user) -> bool:
+    """Quotas are set by admins only (a manager must not raise their own limits)."""
+    return is_admin(user) and not _read_only(user)
+
+
+def can_administer(user) -> bool:
+    """Projects and users themselves (create, update, delete): admins, not read-only."""
+    return is_admin(user) and not _read_only(user)
+
+
+def may_remove_last_manager(user) -> bool:
+    """Only an admin may leave a project without a manager (the admin still manages it)."""
+    return is_admin(user)
+
+
 def can_cancel_job(user, job) -> bool:
     """Who may cancel a job: whoever may act in its project, and whoever asked for it."""
     if not (user and user.is_authenticated):

@@ -21,6 +21,7 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import Operation, register
 from cloudpanel.jobs.services import JobCancelled, JobContext, JobFailed
 from cloudpanel.projects import access
+from cloudpanel.projects.quotas import instance_needs, quota_reserve
 from cloudpanel.virt import VirtError, domains, storage
 from cloudpanel.virt import backup as vbackup
 from cloudpanel.virt.volume_copy import copy_volume
@@ -167,6 +168,12 @@ class TakeBackup(InstanceOperation):
         self.check_busy_or_state(target, _BACKUP_STATES, "be backed up")
         require_host_online(target, user)
         return {"name": name, "pool": pool}
+
+    def start(self, *, user, target: Instance, **params) -> Job:
+        job_params = self.check(user=user, target=target, **params)
+        with transaction.atomic():
+            quota_reserve(target.project, backups=1)  # locks the project: counts in turn
+            return self.create_job(user=user, target=target, params=job_params)
 
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
         uri = uri_of(instance)
@@ -318,6 +325,8 @@ class Restore(Operation):
         flavor = target.flavor
         try:
             with transaction.atomic():
+                # A restore makes an instance: it counts against the quota like a create.
+                quota_reserve(target.project, **instance_needs(flavor))
                 chosen = scheduler.select_host(flavor, pinned=host)
                 Host.objects.select_for_update().filter(pk=chosen.pk).exists()
                 chosen = scheduler.select_host(flavor, pinned=chosen)

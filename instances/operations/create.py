@@ -21,7 +21,8 @@ from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobContext, JobFailed
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
-from cloudpanel.projects.services import project_get_default
+from cloudpanel.projects.quotas import instance_needs, quota_reserve
+from cloudpanel.projects.services import project_for_create
 from cloudpanel.virt import VirtError, domain_xml, domains, storage
 from hosts.connection import connection_uri, console_address
 from hosts.models import Host
@@ -203,12 +204,14 @@ class Create(InstanceOperation):
 
     def start(self, *, user, target=None, **params) -> Job:
         """Check, place and record the instance with its job; the job's target is it."""
-        params["project"] = params.get("project") or project_get_default()
+        params["project"] = project_for_create(user, params.get("project"))
         job_params = self.check(user=user, **params)  # permission first, then the input
         name = validate_name(params["name"])
         project, flavor, host = params["project"], params["flavor"], params.get("host")
         try:
             with transaction.atomic():
+                # The project's row lock, then its quota: concurrent creates count in turn.
+                quota_reserve(project, **instance_needs(flavor))
                 chosen = scheduler.select_host(flavor, pinned=host)
                 # Lock the host row and check again: two creates at once cannot both take
                 # its last free capacity (the second waits, then counts the first's).

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from cloudpanel.errors import Conflict, InvalidInput
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobContext, JobFailed
+from cloudpanel.projects.quotas import quota_reserve, resize_needs
 from cloudpanel.virt import domains, storage
 from hosts.selectors import GIB, MIB
 
@@ -42,6 +45,13 @@ class Resize(InstanceOperation):
         except scheduler.NoValidHost as exc:
             raise InvalidInput({"flavor": [no_room_message(user, exc, flavor)]}) from None
         return {"flavor": flavor.pk}
+
+    def start(self, *, user, target: Instance, flavor: Flavor, **params) -> Job:
+        job_params = self.check(user=user, target=target, flavor=flavor, **params)
+        with transaction.atomic():
+            # What the new flavor adds counts (locks the project: concurrent resizes in turn).
+            quota_reserve(target.project, **resize_needs(target.flavor, flavor))
+            return self.create_job(user=user, target=target, params=job_params)
 
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
         uri = uri_of(instance)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from cloudpanel.errors import Conflict, InvalidInput
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.operations import register
 from cloudpanel.jobs.services import JobContext, JobFailed
+from cloudpanel.projects.quotas import quota_reserve
 from cloudpanel.virt import AgentUnavailable, NotFound, agent, domains
 from hosts.connection import connection_uri
 
@@ -53,6 +56,12 @@ class TakeSnapshot(InstanceOperation):
         if quiesce:
             _require_agent_for_quiesce(target)
         return {"name": name, "description": description, "quiesce": bool(quiesce)}
+
+    def start(self, *, user, target: Instance, **params) -> Job:
+        job_params = self.check(user=user, target=target, **params)
+        with transaction.atomic():
+            quota_reserve(target.project, snapshots=1)  # locks the project: counts in turn
+            return self.create_job(user=user, target=target, params=job_params)
 
     def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
         uri = uri_of(instance)
