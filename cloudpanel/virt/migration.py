@@ -13,7 +13,6 @@ import logging
 import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import libvirt
 
@@ -146,13 +145,6 @@ class MigrationRequest:
         if self.bandwidth_mib:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(self.bandwidth_mib)
         return params
-
-
-def migrate_host_of(target_uri: str) -> str:
-    """The address the migration stream goes to: the target URI's host, loopback for a
-    local transport (unix socket, no host)."""
-    host = urlsplit(target_uri).hostname
-    return host or "127.0.0.1"
 
 
 def migrate(uri: str, request: MigrationRequest) -> None:

@@ -77,6 +77,13 @@ def peer_uri(target: Host) -> str:
     return host_uri(target).uri
 
 
+def migration_stream_host(target: Host) -> str:
+    """Where the target's QEMU listens for the migration stream: the server of its URI as
+    the panel's own URI parser read it when the host was registered (loopback for a unix
+    socket), never a second reading of the string."""
+    return host_uri(target).server or "127.0.0.1"
+
+
 @dataclass
 class Plan:
     """What one migration does, decided just before it starts."""
@@ -165,7 +172,7 @@ class LiveMigrate(InstanceOperation):
         request = migration.MigrationRequest(
             name=instance.domain_name,
             target_uri=peer_uri(target),
-            migrate_host=migration.migrate_host_of(dst_uri),
+            migrate_host=migration_stream_host(target),
             copy_disks=tuple(plan.copy_disks),
             shared_storage_unsafe=any(plan.shared_pools.values()),
             auto_converge=job.params.get("auto_converge", False),
