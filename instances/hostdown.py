@@ -261,7 +261,11 @@ def leftover_remove(*, host: Host, domain_name: str) -> dict:
     domains.undefine_domain(uri, domain_name)
     removed = []
     paths = {d.path for d in details.disks}
-    for row in Volume.objects.filter(host=host, instance__isnull=True, path__in=paths):
+    # Rows of no instance and no backup (a backup outlives its instance: its copies stay).
+    leftover_rows = Volume.objects.filter(
+        host=host, instance__isnull=True, backup__isnull=True, path__in=paths
+    )
+    for row in leftover_rows:
         storage.delete_volume(uri, row.pool, row.name)
         removed.append(f"{row.pool}/{row.name}")
         row.delete()
