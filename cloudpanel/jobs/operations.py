@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 from django.db import transaction
 
+from cloudpanel.audit.jobs import audited_start
+
 from . import registry
 from .models import Job
 from .services import JobContext, job_create
@@ -34,6 +36,12 @@ class Operation:
     target_type: ClassVar[str]
     # Exclusive operations change their target: at most one active job per target.
     exclusive: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Every start is audited, a subclass's own included (accepted, denied or failed).
+        if "start" in cls.__dict__ and not getattr(cls.start, "__audited__", False):
+            cls.start = audited_start(cls.start)
 
     def check(self, *, user, target, **params) -> dict:
         """Refuse (with a domain error) or return the parameters the job will carry."""
@@ -55,6 +63,7 @@ class Operation:
     def on_job_created(self, target, job: Job) -> None:
         """Inside the creating transaction, after the job row exists (e.g. mark it current)."""
 
+    @audited_start
     def start(self, *, user, target, **params) -> Job:
         """Check, then create and queue the job: the one way every caller starts this."""
         job_params = self.check(user=user, target=target, **params)

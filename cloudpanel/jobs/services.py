@@ -25,6 +25,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from cloudpanel.audit.jobs import record_job_cancel, record_job_end
 from cloudpanel.errors import Conflict
 from cloudpanel.projects.access import GENERIC_JOB_FAILURE
 
@@ -260,6 +261,7 @@ def _finish(
             "public_log",
         ]
     )  # fmt: skip
+    record_job_end(job)
     broadcast(job)
 
 
@@ -305,6 +307,8 @@ def job_cancel(*, job: Job) -> Job:
 
     A parent's children see its cancellation (JobContext.cancelled); those not started yet
     are cancelled by the parent as it stops."""
+    if job.status in Job.ACTIVE:
+        record_job_cancel(job)
     if job.status == Job.Status.PENDING:
         updated = Job.objects.filter(id=job.id, status=Job.Status.PENDING).update(
             status=Job.Status.CANCELLED,
@@ -316,6 +320,7 @@ def job_cancel(*, job: Job) -> Job:
         if updated:
             job.refresh_from_db()
             _run_abandon_hook(job)
+            record_job_end(job)
             broadcast(job)
             return job
     if job.status == Job.Status.RUNNING:
@@ -354,6 +359,7 @@ def job_reap_stale(*, now=None) -> list[int]:
             continue
         job.refresh_from_db()
         _run_abandon_hook(job)
+        record_job_end(job)
         broadcast(job)
         reaped.append(job.id)
         # Its children that never started would wait for a parent that is gone.
