@@ -5,7 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from cloudpanel.auth import obtain_auth_token
 from cloudpanel.jobs.api.views import JobViewSet
-from cloudpanel.projects.api import ProjectViewSet
+from cloudpanel.projects.api import ProjectViewSet, UserViewSet
 from hosts.api.views import HostViewSet
 from images.api.urls import register as register_images
 from instances.api.urls import register as register_instances
@@ -14,6 +14,7 @@ router = DefaultRouter()
 router.register("hosts", HostViewSet, basename="host")
 router.register("jobs", JobViewSet, basename="job")
 router.register("projects", ProjectViewSet, basename="project")
+router.register("users", UserViewSet, basename="user")
 register_images(router)
 register_instances(router)
 
