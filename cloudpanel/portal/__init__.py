@@ -1,0 +1,1 @@
+"""The self-service portal for tenants: their projects' instances, within quota."""
