@@ -3,6 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from cloudpanel.accounts.api import ApiTokenViewSet
 from cloudpanel.auth import obtain_auth_token
 from cloudpanel.jobs.api.views import JobViewSet
 from cloudpanel.projects.api import ProjectViewSet, UserViewSet
@@ -15,6 +16,7 @@ router.register("hosts", HostViewSet, basename="host")
 router.register("jobs", JobViewSet, basename="job")
 router.register("projects", ProjectViewSet, basename="project")
 router.register("users", UserViewSet, basename="user")
+router.register("tokens", ApiTokenViewSet, basename="apitoken")
 register_images(router)
 register_instances(router)
 

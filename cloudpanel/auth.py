@@ -17,10 +17,15 @@ from django.conf import settings
 from django.db.models import Sum
 from django.http import JsonResponse
 from django.shortcuts import render
-from rest_framework.authtoken import views as authtoken_views
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from cloudpanel.accounts.tokens import LOGIN_TOKEN_NAME, issue_token
 
 # The order of settings.AXES_LOCKOUT_PARAMETERS, which the handler relies on.
 LOCKOUT_PARAMETERS = [["username", "ip_address"], ["ip_address"]]
@@ -68,22 +73,30 @@ def lockout_response(request, original_response=None, credentials=None):
     return response
 
 
-class ObtainAuthToken(authtoken_views.ObtainAuthToken):
-    """POST /api/v1/auth/token/: DRF's, with the bounded parsers, a rate per client
-    address (scope `auth`), and axes' lockout answered as a 429."""
+class ObtainAuthToken(APIView):
+    """POST /api/v1/auth/token/ {username, password} -> {"token": ...}: a personal API token
+    (cloudpanel.accounts.tokens) named "api login", with the default expiry, shown once.
+    The bounded parsers, a rate per client address (scope `auth`), and axes' lockout
+    answered as a 429."""
 
+    authentication_classes = []
+    permission_classes = [AllowAny]
     parser_classes = api_settings.DEFAULT_PARSER_CLASSES
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
+    serializer_class = AuthTokenSerializer
 
     def post(self, request, *args, **kwargs):
+        serializer = AuthTokenSerializer(data=request.data, context={"request": request})
         try:
-            return super().post(request, *args, **kwargs)
+            serializer.is_valid(raise_exception=True)
         except ValidationError:
             # axes marks the (DRF) request it saw in authenticate().
             if getattr(request, "axes_locked_out", False):
                 return lockout_response(request)
             raise
+        issued = issue_token(serializer.validated_data["user"], name=LOGIN_TOKEN_NAME)
+        return Response({"token": issued.secret})
 
 
 obtain_auth_token = ObtainAuthToken.as_view()

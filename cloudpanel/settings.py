@@ -69,7 +69,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -269,12 +268,23 @@ IMAGE_STORE = Path(env.str("IMAGE_STORE", default=str(VAR_DIR / "images")))
 FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default=str(IMAGE_STORE / ".incoming"))
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 
+
+def _rate(name: str, default: str) -> str | None:
+    value = env.str(name, default=default).strip()
+    return None if value.lower() in ("", "none", "off") else value
+
+
 REST_FRAMEWORK = {
+    # Personal tokens first: a request without valid credentials is then a 401 with
+    # `WWW-Authenticate: Bearer realm="api"`; the session (with CSRF) is the browser's.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "cloudpanel.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "cloudpanel.permissions.TokenAllowsWrites",
+    ],
     # Bounded JSON (size and depth); the form parsers are DRF's.
     "DEFAULT_PARSER_CLASSES": [
         "cloudpanel.parsers.JSONParser",
@@ -286,8 +296,18 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "cloudpanel.api.exception_handler",
-    # The token endpoint's rate per client address, on top of the lockout (per process).
-    "DEFAULT_THROTTLE_RATES": {"auth": env.str("API_TOKEN_RATE", default="20/minute")},
+    # Request rates (per web process, in its cache): per user for everything signed in,
+    # per client address for what anyone may read (the schema). "none" turns one off.
+    # The token endpoint's rate per client address comes on top of the sign-in lockout.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "cloudpanel.accounts.throttling.UserRate",
+        "cloudpanel.accounts.throttling.AnonRate",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": _rate("API_TOKEN_RATE", "20/minute"),
+        "user": _rate("API_USER_RATE", "1200/minute"),
+        "anon": _rate("API_ANON_RATE", "120/minute"),
+    },
     # The client address is REMOTE_ADDR (uvicorn rewrites it for trusted proxies only);
     # DRF would otherwise take any X-Forwarded-For a client sends.
     "NUM_PROXIES": 0,
@@ -312,17 +332,36 @@ LOGGING = {
     "loggers": {"axes": {"level": "WARNING"}},
 }
 
-# TLS: behind an https proxy (SECURE_COOKIES=true, or an https entry in
-# CSRF_TRUSTED_ORIGINS) cookies are sent over https only, HSTS is on and the proxy's
-# X-Forwarded-Proto is trusted (the proxy must set it). Off by default, so that `make run`
-# works on plain http://127.0.0.1:8000.
-SECURE_COOKIES = env.bool(
-    "SECURE_COOKIES", default=any(o.startswith("https://") for o in CSRF_TRUSTED_ORIGINS)
+# TLS, behind a TLS-terminating proxy. HTTPS=true (the default when an https:// origin is
+# trusted; SECURE_COOKIES is its older name): cookies go over https only, and HSTS
+# (SECURE_HSTS_SECONDS, one year) is sent on https requests. TRUST_PROXY_HEADERS=true: the
+# proxy's X-Forwarded-Proto says whether a request came over https (the proxy must set it,
+# and be the only way in: otherwise any client could claim https). Not needed under
+# `make run`, whose uvicorn takes X-Forwarded-Proto from FORWARDED_ALLOW_IPS only. All off
+# by default, so that `make run` works on plain http://127.0.0.1:8000.
+HTTPS = env.bool(
+    "HTTPS",
+    default=env.bool(
+        "SECURE_COOKIES", default=any(o.startswith("https://") for o in CSRF_TRUSTED_ORIGINS)
+    ),
 )
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
-if SECURE_COOKIES:
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SESSION_COOKIE_HTTPONLY = True
+if HTTPS:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+if env.bool("TRUST_PROXY_HEADERS", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Request bodies Django reads into memory (forms, JSON: the JSON parser keeps to it too)
+# and form fields; image uploads stream to FILE_UPLOAD_TEMP_DIR instead, bounded by
+# IMAGE_MAX_FILE_SIZE.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Image files (uploaded or imported from a URL) and their virtual disk sizes, in GiB.
+IMAGE_MAX_FILE_SIZE = env.int("IMAGE_MAX_FILE_GIB", default=100) * 1024**3
+IMAGE_MAX_VIRTUAL_SIZE = env.int("IMAGE_MAX_VIRTUAL_GIB", default=2048) * 1024**3
 
 # Business continuity. A host offline this long marks its instances host-down (they may be
 # rebuilt elsewhere); backups kept per instance by the periodic retention task (0: all).
