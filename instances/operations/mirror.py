@@ -318,21 +318,13 @@ class MirrorStop(_OnMirror):
             mirror_fail(mirror, f"The block copy of {disk} had ended already.", uri=uri)
             _announce(instance)
             raise RolledBack(f"The block copy of {disk} had ended already", public=True)
-        # The copy equals the disk up to the moment the job is cancelled.
         blockjobs.copy_cancel(uri, instance.domain_name, disk)
-        stopped_at = timezone.now()
         if not status.ready:
             mirror_fail(mirror, "Stopped before the copy was complete.", uri=uri)
             _announce(instance)
             return {"mirror": mirror.pk, "state": mirror.state}
-        mirror.state, mirror.synced_at, mirror.error = DiskMirror.State.STOPPED, stopped_at, ""
-        mirror.save(update_fields=["state", "synced_at", "error", "updated_at"])
+        _keep_copy(mirror, uri)
         volume = mirror.volume
-        if volume is not None:
-            try:
-                volume_ready(volume, storage.volume_info(uri, volume.pool, volume.name))
-            except VirtError:
-                pass
         _announce(instance)
         return {
             "mirror": mirror.pk,
@@ -340,6 +332,39 @@ class MirrorStop(_OnMirror):
             "volume": mirror.volume_id,
             "path": volume.path if volume else "",
         }
+
+
+def _keep_copy(mirror: DiskMirror, uri: str, note: str = "") -> None:
+    """The block copy was just cancelled after it converged: the copy equals the disk as of
+    now, a standalone disk that stays (state stopped)."""
+    mirror.state, mirror.synced_at, mirror.error = DiskMirror.State.STOPPED, timezone.now(), note
+    mirror.save(update_fields=["state", "synced_at", "error", "updated_at"])
+    volume = mirror.volume
+    if volume is not None:
+        try:
+            volume_ready(volume, storage.volume_info(uri, volume.pool, volume.name))
+        except VirtError:
+            pass
+
+
+def mirrors_keep_before_poweroff(ctx: JobContext, instance: Instance, uri: str) -> None:
+    """A domain that goes down takes its block copies with it, cut mid-write (then they are
+    of no use, see mirror_events). Ending each converged one first keeps it as a consistent
+    copy of the disk as of this moment."""
+    kept = 0
+    for mirror in instance.mirrors.filter(state=DiskMirror.State.MIRRORED).select_related(
+        "volume"
+    ):
+        status = blockjobs.copy_status(uri, instance.domain_name, mirror.disk_target)
+        if status is None or not status.ready:
+            continue  # mirror_events fails it once the domain is down
+        blockjobs.copy_cancel(uri, instance.domain_name, mirror.disk_target)
+        _keep_copy(mirror, uri, "Mirroring ended as the instance was powered off; the copy "
+                   "is kept as of that moment.")  # fmt: skip
+        ctx.log(f"Mirror of {mirror.disk_target} stopped before the power-off: the copy stays")
+        kept += 1
+    if kept:
+        _announce(instance)
 
 
 MIRROR_START = register(MirrorStart())

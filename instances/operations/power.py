@@ -15,6 +15,7 @@ from cloudpanel.virt import AgentUnavailable, agent, domains
 from ..models import Instance
 from ..rules import require_act, require_host_online
 from .base import InstanceOperation, uri_of, wait_for
+from .mirror import mirrors_keep_before_poweroff
 
 START_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 120.0
@@ -103,6 +104,7 @@ class Shutdown(PowerOperation):
             return {"state": "shutoff"}
         force_after = job.params.get("force_after")
         timeout = float(force_after) if force_after is not None else SHUTDOWN_TIMEOUT
+        mirrors_keep_before_poweroff(ctx, instance, uri)
         ctx.progress(10, "Asking the guest to shut down (ACPI)", public=True)
         domains.shutdown_domain(uri, instance.domain_name)
         if wait_for(ctx, uri, instance.domain_name, {"shutoff"}, timeout):
@@ -143,6 +145,10 @@ class Stop(SimplePower):
     step = "Powering off"
     until = "shutoff"
     failure = "The domain did not power off"
+
+    def act(self, job: Job, ctx: JobContext, instance: Instance) -> dict:
+        mirrors_keep_before_poweroff(ctx, instance, uri_of(instance))
+        return super().act(job, ctx, instance)
 
 
 class Reboot(SimplePower):

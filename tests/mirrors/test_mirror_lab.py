@@ -229,3 +229,21 @@ def test_cancelled_start_stops_the_copy_and_removes_its_volume(
     assert not list(Path(lab.shared_dir).glob(f"{instance.domain_name}*"))
     instance.refresh_from_db()
     assert (instance.state, instance.state_reason, instance.current_job) == ("running", "", None)
+
+
+def test_powering_off_keeps_a_converged_mirror_as_a_copy(lab, running_instance, admin_user):
+    """A block copy dies with its domain; the panel's power-off ends it first, so the
+    mirror stays as a consistent standalone copy instead of being thrown away."""
+    from instances.operations import POWER
+
+    instance = running_instance()
+    mirror = mirror_of(instance, admin_user)
+    guest_write(instance)
+    run_ok(POWER["stop"].start(user=admin_user, target=instance))
+    mirror.refresh_from_db()
+    assert mirror.state == DiskMirror.State.STOPPED, mirror.error
+    assert "powered off" in mirror.error and mirror.volume is not None
+    path = outside(lab, mirror.volume)
+    check = subprocess.run(["qemu-img", "check", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert file_holds_pattern(path)  # the write made while it was mirrored
