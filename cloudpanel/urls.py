@@ -16,6 +16,7 @@ urlpatterns = [
     path("images/", include("images.urls")),
     path("instances/", include("instances.urls")),
     path("jobs/", include("cloudpanel.jobs.urls")),
+    path("projects/", include("cloudpanel.projects.urls")),
     path("account/", include("cloudpanel.accounts.urls")),
     path("portal/", include("cloudpanel.portal.urls")),
     path("api/v1/", include("cloudpanel.api_urls")),
