@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Membership, Project
+from .models import Membership, Project, Quota
 from .services import membership_remove
 
 
@@ -9,10 +9,16 @@ class MembershipInline(admin.TabularInline):
     extra = 0
 
 
+class QuotaInline(admin.StackedInline):
+    model = Quota
+    extra = 0
+    max_num = 1
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "created_at"]
-    inlines = [MembershipInline]
+    inlines = [MembershipInline, QuotaInline]
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not Membership:

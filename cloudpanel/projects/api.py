@@ -88,6 +88,8 @@ class ProjectViewSet(viewsets.ModelViewSet):
     serializer_class = ProjectSerializer
     permission_classes = [ProjectPermission]
     filterset_class = ProjectFilter
+    ordering_fields = ["name", "created_at", "id"]
+    ordering = ["name"]
 
     def get_queryset(self):
         ids = access.visible_project_ids(self.request.user)
@@ -228,6 +230,8 @@ class ProjectViewSet(viewsets.ModelViewSet):
 class UserViewSet(viewsets.ModelViewSet):
     permission_classes = [UsersPermission]
     filterset_class = UserFilter
+    ordering_fields = ["username", "date_joined", "last_login", "id"]
+    ordering = ["username"]
 
     def get_queryset(self):
         return (
