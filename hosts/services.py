@@ -14,6 +14,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from cloudpanel import crypto, virt
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import Conflict
 
 from . import keys
@@ -78,6 +79,7 @@ def _set_status(host: Host, status: str, message: str = "") -> None:
     host.last_error = message
 
 
+@audited("host.create")
 @transaction.atomic
 def host_create(
     *,
@@ -120,6 +122,7 @@ def host_create(
     return host
 
 
+@audited("host.update", target="host")
 def host_update(*, host: Host, ssh_private_key: str | None = None, **fields) -> Host:
     old_uri, old_pooled = host.uri, pooled_uri(host)
     for field, value in fields.items():
@@ -137,6 +140,7 @@ def host_update(*, host: Host, ssh_private_key: str | None = None, **fields) -> 
     return host
 
 
+@audited("host.sync", target="host")
 def host_sync(*, host: Host) -> Host:
     """Read capabilities, pools and networks from libvirt; mark the host online or failed.
 
@@ -185,6 +189,7 @@ def host_check_health(*, host: Host) -> Host:
     return host
 
 
+@audited("host.delete", target="host")
 def host_delete(*, host: Host) -> None:
     count = host.instances.count()
     if count:
@@ -197,6 +202,7 @@ def host_delete(*, host: Host) -> None:
         virt.get_pool().close(pooled)
 
 
+@audited("host.maintenance", target="host")
 def host_set_maintenance(*, host: Host, maintenance: bool) -> Host:
     """A host in maintenance takes no new instances (the scheduler and the migration
     targets refuse it); what runs on it keeps running until moved."""

@@ -11,6 +11,7 @@ import contextlib
 
 from django.db.models import ProtectedError
 
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import Conflict, InvalidInput, PermissionDenied
 from cloudpanel.jobs.models import Job
 from cloudpanel.projects.access import can_act, is_admin
@@ -89,6 +90,7 @@ def new_image(
     return image
 
 
+@audited("image.update", target="image")
 def image_update(*, image: Image, user, **fields) -> Image:
     """Change an image's metadata (its file and sizes never change)."""
     unknown = set(fields) - _UPDATABLE
@@ -108,6 +110,7 @@ def image_update(*, image: Image, user, **fields) -> Image:
     return image
 
 
+@audited("image.delete", target="image")
 def image_delete(*, image: Image, user) -> list[str]:
     """Delete the image, its file and its copies on hosts; returns problems met on hosts.
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import InvalidInput
 from cloudpanel.jobs.services import JobFailed
 
@@ -87,6 +88,7 @@ def _install_staged(image: Image, staged: StagedFile, result: Inspection) -> Ima
     return image
 
 
+@audited("image.upload", target_type="image", exclude=("chunks",))
 def image_upload(
     *,
     user,

@@ -19,6 +19,7 @@ from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils.crypto import constant_time_compare
 
 from cloudpanel import virt
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import Conflict
 from cloudpanel.live.metrics import client as redis_client
 from cloudpanel.projects import access
@@ -46,6 +47,7 @@ def _key(ticket: str) -> str:
     return _PREFIX + hashlib.sha256(ticket.encode()).hexdigest()
 
 
+@audited("instance.console", target="instance")
 def console_ticket_issue(*, user, instance: Instance) -> dict:
     """A ticket for the instance's consoles (members and admins; viewers may not)."""
     require_act(user, instance)

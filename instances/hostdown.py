@@ -16,6 +16,8 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from cloudpanel import virt
+from cloudpanel.audit.decorators import audited
+from cloudpanel.audit.services import audit_record
 from cloudpanel.jobs.models import Job
 from cloudpanel.virt import storage
 from hosts.connection import connection_uri
@@ -50,9 +52,20 @@ def mark_host_down(*, host: Host, since: datetime | None) -> list[int]:
         if Instance.objects.filter(
             pk=instance.pk, current_job__isnull=True, state=instance.state
         ).update(state=Instance.State.HOST_DOWN, state_reason=reason, updated_at=timezone.now()):
+            audit_record(
+                action="instance.host_down", target=instance, result="failed",
+                params={"host": host.pk, "from": instance.state},
+                message="The server this instance runs on is unreachable.",
+            )  # fmt: skip
             instance.state, instance.state_reason = Instance.State.HOST_DOWN, reason
             instance_changed.send(sender=Instance, instance=instance)
             marked.append(instance.pk)
+    if marked:
+        audit_record(
+            action="host.down", target=host, result="failed",
+            message=f"Host {host.name} has been {host.status} since {seen} (last seen).",
+            params={"status": host.status, "instances": marked},
+        )  # fmt: skip
     return marked
 
 
@@ -238,6 +251,7 @@ def recovery_overview(instance: Instance) -> dict:
 # --- leftovers -------------------------------------------------------------------------
 
 
+@audited("host.leftover_remove", target="host")
 def leftover_remove(*, host: Host, domain_name: str) -> dict:
     """Remove a leftover domain from `host` (one of an instance that lives elsewhere now),
     with the volumes of it the panel recorded there when the instance moved away (rows of no

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.db import IntegrityError, transaction
 
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import InvalidInput, NotFound, PermissionDenied
 from cloudpanel.projects import access
 
@@ -88,6 +89,7 @@ def parse_public_key(text: str, field: str = "public_key") -> tuple[str, str]:
     return line, fingerprint_of(base64.b64decode(blob))
 
 
+@audited("keypair.create", target_type="keypair")
 def keypair_create(*, user, name: str, public_key: str) -> KeyPair:
     name = validate_name(name)
     line, fingerprint = parse_public_key(public_key)
@@ -102,6 +104,7 @@ def keypair_create(*, user, name: str, public_key: str) -> KeyPair:
         raise InvalidInput({"name": [f"You already have a key pair {name}."]}) from None
 
 
+@audited("keypair.delete", target="keypair")
 def keypair_delete(*, user, keypair: KeyPair) -> None:
     if keypair.owner_id != user.pk and not access.is_admin(user):
         raise PermissionDenied("This key pair is not yours.")

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from cloudpanel import virt
+from cloudpanel.audit.services import audit_record
 from cloudpanel.virt import storage
 from hosts.connection import connection_uri
 from hosts.models import Host
@@ -76,6 +77,11 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
             )
             if updated:
                 report.missing.append(instance.pk)
+                audit_record(
+                    action="instance.missing", target=instance, result="failed",
+                    params={"host": host.pk, "domain": instance.domain_name, "was": instance.state},
+                    message="The virtual machine was no longer found on its host (reconcile).",
+                )  # fmt: skip
                 _announce(instance.pk)
             continue
         if dom.state != instance.state:
@@ -85,6 +91,11 @@ def reconcile_host(host: Host, report: ReconcileReport) -> None:
             ).update(state=dom.state, state_reason="")
             if updated:
                 (report.found if came_back else report.fixed).append(instance.pk)
+                audit_record(
+                    action="instance.found" if came_back else "instance.state_fixed",
+                    target=instance,
+                    params={"host": host.pk, "from": instance.state, "to": dom.state},
+                )
                 _announce(instance.pk)
     # Kept on the host row, so its page lists them without asking libvirt.
     unmanaged = unmanaged_domains_among(host, listed)

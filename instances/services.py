@@ -10,6 +10,7 @@ import re
 
 from django.db import transaction
 
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import Conflict, HostUnavailable, InvalidInput, PermissionDenied
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import job_active_for
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # Flavors
 
 
+@audited("flavor.create", target_type="flavor")
 def flavor_create(*, name: str, vcpus: int, ram_mib: int, disk_gib: int) -> Flavor:
     flavor = Flavor(name=validate_name(name), vcpus=vcpus, ram_mib=ram_mib, disk_gib=disk_gib)
     flavor.full_clean()
@@ -38,6 +40,7 @@ def flavor_create(*, name: str, vcpus: int, ram_mib: int, disk_gib: int) -> Flav
     return flavor
 
 
+@audited("flavor.update", target="flavor")
 def flavor_update(*, flavor: Flavor, **fields) -> Flavor:
     if "name" in fields:
         fields["name"] = validate_name(fields["name"])
@@ -56,6 +59,7 @@ def flavor_update(*, flavor: Flavor, **fields) -> Flavor:
     return flavor
 
 
+@audited("flavor.delete", target="flavor")
 def flavor_delete(*, flavor: Flavor) -> None:
     count = flavor.instances.count()
     if count:
@@ -63,6 +67,7 @@ def flavor_delete(*, flavor: Flavor) -> None:
     flavor.delete()
 
 
+@audited("instance.rename", target="instance")
 def instance_rename(*, user, instance: Instance, name: str) -> Instance:
     require_act(user, instance)
     name = validate_name(name)
@@ -79,6 +84,7 @@ def instance_rename(*, user, instance: Instance, name: str) -> Instance:
     return instance
 
 
+@audited("instance.forget", target="instance")
 def instance_forget(*, user, instance: Instance) -> None:
     """Drop the record of an instance whose host cannot be reached (admins only).
 
@@ -190,6 +196,7 @@ def _adopted_name(domain: str, project: Project) -> str:
     return name
 
 
+@audited("instance.adopt", target_type="instance")
 def instance_adopt(
     *, user, host: Host, domain_name: str, project: Project | None = None, name: str = ""
 ) -> Instance:

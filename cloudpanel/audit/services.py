@@ -165,8 +165,10 @@ def audit_record(
         who = _user_of(user, request)
         if target is not None:
             kind, pk, name = _describe(target)
-            target_type, target_id, target_name = target_type or kind, target_id or pk, (
-                target_name or name
+            target_type, target_id, target_name = (
+                target_type or kind,
+                target_id or pk,
+                (target_name or name),
             )
         project_id = _id_of(project) if project is not None else _project_id_of(target)
         event = AuditEvent(
