@@ -69,6 +69,8 @@ def issue_token(
         if not 1 <= days <= MAX_DAYS:
             raise InvalidInput({"expires_in_days": f"A token expires in 1 to {MAX_DAYS} days."})
         expires_at = now + timedelta(days=days)
+        if expires_in_days is None and via_token is not None and via_token.expires_at:
+            expires_at = min(expires_at, via_token.expires_at)  # the default, capped
     elif expires_at <= now:
         raise InvalidInput({"expires_at": "The expiry must be in the future."})
     elif expires_at > now + timedelta(days=MAX_DAYS):
