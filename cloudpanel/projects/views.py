@@ -20,7 +20,7 @@ from cloudpanel.pages import attempt
 
 from . import services
 from .models import Membership, Project, Quota
-from .quotas import LABELS, RESOURCES, quota_usage
+from .quotas import LABELS, RESOURCES, quota_usage, quota_usage_many
 
 staff_only = staff_member_required(login_url="/login/")
 
@@ -59,10 +59,10 @@ class QuotaForm(forms.Form):
             )
 
 
-def usage_rows(project: Project) -> list[dict]:
-    """The quota as bars: used against limit (no limit: no bar to fill)."""
+def usage_rows(usage: dict) -> list[dict]:
+    """A quota_usage as bars: used against limit (no limit: no bar to fill)."""
     rows = []
-    for resource, value in quota_usage(project).items():
+    for resource, value in usage.items():
         label, unit = LABELS[resource]
         used, limit = value["used"], value["limit"]
         percent = min(100.0, 100.0 * used / limit) if limit else (100.0 if limit == 0 else 0.0)
@@ -91,7 +91,9 @@ def project_list(request):
     projects = Project.objects.annotate(member_count=Count("membership", distinct=True)).order_by(
         "name"
     )
-    rows = [(project, usage_rows(project)) for project in projects]
+    projects = list(projects)
+    usage = quota_usage_many(projects)
+    rows = [(project, usage_rows(usage[project.pk])) for project in projects]
     return render(request, "projects/list.html", {"rows": rows, "form": form})
 
 
@@ -108,7 +110,7 @@ def project_detail(request, pk: int):
         "roles": Membership.Role.choices,
         "add_form": MemberAddForm(project=project),
         "quota_form": QuotaForm(initial=initial),
-        "usage": usage_rows(project),
+        "usage": usage_rows(quota_usage(project)),
         "project_form": ProjectForm(
             initial={"name": project.name, "description": project.description}
         ),  # fmt: skip

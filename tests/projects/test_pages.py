@@ -68,3 +68,25 @@ def test_the_quota_form_sets_limits_and_shows_bars(console, team):
     refused = console.post(f"/projects/{team.pk}/quota/", {"instances": "-3"}, follow=True)
     assert "Quota not saved" in refused.content.decode()
     assert Quota.objects.get(project=team).instances == 2
+
+
+def test_the_list_costs_the_same_queries_for_more_projects(console, host, flavor):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert console.get("/projects/").status_code == 200
+        return len(captured)
+
+    for i in range(2):
+        project = Project.objects.create(name=f"p{i}")
+        Instance.objects.create(name="a", project=project, flavor=flavor, host=host,
+                                domain_name=f"cp-p{i}")  # fmt: skip
+    few = queries()
+    for i in range(2, 12):
+        project = Project.objects.create(name=f"p{i}")
+        Quota.objects.create(project=project, instances=3)
+        Instance.objects.create(name="a", project=project, flavor=flavor, host=host,
+                                domain_name=f"cp-p{i}")  # fmt: skip
+    assert queries() == few
