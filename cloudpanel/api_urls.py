@@ -4,6 +4,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from cloudpanel.accounts.api import ApiTokenViewSet
+from cloudpanel.audit.api import AuditEventViewSet
 from cloudpanel.auth import obtain_auth_token
 from cloudpanel.jobs.api.views import JobViewSet
 from cloudpanel.projects.api import ProjectViewSet, UserViewSet
@@ -14,6 +15,7 @@ from instances.api.urls import register as register_instances
 router = DefaultRouter()
 router.register("hosts", HostViewSet, basename="host")
 router.register("jobs", JobViewSet, basename="job")
+router.register("audit", AuditEventViewSet, basename="audit")
 router.register("projects", ProjectViewSet, basename="project")
 router.register("users", UserViewSet, basename="user")
 router.register("tokens", ApiTokenViewSet, basename="apitoken")

@@ -16,6 +16,7 @@ urlpatterns = [
     path("images/", include("images.urls")),
     path("instances/", include("instances.urls")),
     path("jobs/", include("cloudpanel.jobs.urls")),
+    path("audit/", include("cloudpanel.audit.urls")),
     path("projects/", include("cloudpanel.projects.urls")),
     path("account/", include("cloudpanel.accounts.urls")),
     path("portal/", include("cloudpanel.portal.urls")),
