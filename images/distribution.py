@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import InvalidInput, PermissionDenied
 from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import JobConflict
@@ -25,6 +26,7 @@ from .models import Image, ImageReplica
 log = logging.getLogger(__name__)
 
 
+@audited("image.distribution", target="image")
 def image_set_distribution(
     *, user, image: Image, distribution: str, hosts: Iterable[Host] | None = None
 ) -> Image:

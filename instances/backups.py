@@ -7,6 +7,7 @@ import logging
 
 from django.db.models import Q, QuerySet
 
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import Conflict
 from cloudpanel.jobs.models import Job
 from cloudpanel.projects import access
@@ -41,6 +42,7 @@ def _remove(backup: Backup) -> None:
     backup.delete()
 
 
+@audited("backup.delete", target="backup")
 def backup_delete(*, user, backup: Backup) -> None:
     require_act(user, backup.project)
     if backup.state == Backup.State.CREATING:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
+from cloudpanel.audit.decorators import audited
 from cloudpanel.errors import Conflict, InvalidInput, NotFound
 from cloudpanel.projects import access
 from cloudpanel.virt import AgentUnavailable, HostUnreachable, VirtError, agent
@@ -121,6 +122,7 @@ def _validate_credentials(username: str, password: str) -> str:
     return username
 
 
+@audited("instance.set_password", target="instance")
 def instance_set_password(*, user, instance: Instance, username: str, password: str) -> None:
     """Set a guest user's password through the agent, at once (project members).
 
