@@ -183,6 +183,14 @@ def test_a_tenant_creates_watches_and_opens_an_instance_within_quota(
             assert all(seen for _, seen in layout["keys"]), layout
         finally:
             phone.close()
+
+        # A job started elsewhere (the API, another tab) joins the jobs card and runs there.
+        page.goto(f"{asgi_url}/portal/")
+        expect(page.locator("[data-live-indicator]")).to_have_attribute("data-state", "open")
+        reboot = operations.POWER["reboot"].start(user=member_user, target=instance)
+        item = page.locator(f'[data-job-list] [data-job-id="{reboot.pk}"]')
+        expect(item.locator("[data-job-kind]")).to_have_text("instance.reboot", timeout=LIVE)
+        expect(item.locator("[data-job-status]")).to_have_text("Succeeded", timeout=LIVE)
         assert page.js_errors == []
     finally:
         _delete_through_the_worker(operations.DELETE.start(user=admin_user, target=instance))
