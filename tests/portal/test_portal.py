@@ -9,7 +9,7 @@ from django.test import Client
 from cloudpanel.jobs.models import Job
 from cloudpanel.projects.models import Membership, Project, Quota
 from instances import operations
-from instances.models import Instance
+from instances.models import Instance, Snapshot
 from instances.services import flavor_create
 
 from ..instances.conftest import make_image
@@ -217,3 +217,25 @@ def test_an_admin_lands_in_the_console(client, admin_user):
     assert response.status_code == 302 and response.url == "/"
     response = client.get("/")
     assert response.status_code == 200 and "Cluster capacity" in response.content.decode()
+
+
+def test_snapshots_are_reverted_and_deleted_through_the_operations(alice, world):
+    a1 = world["a1"]
+    snap = Snapshot.objects.create(instance=a1, name="clean", domain_state="running")
+    page = alice.get(f"/portal/instances/{a1.pk}/").content.decode()
+    assert f'data-snapshot="{snap.pk}"' in page
+    assert f"/portal/instances/{a1.pk}/snapshots/{snap.pk}/revert/" in page
+
+    alice.post(f"/portal/instances/{a1.pk}/snapshots/{snap.pk}/revert/")
+    revert = Job.objects.get(kind="instance.snapshot_revert", target_id=a1.pk)
+    assert revert.params["snapshot"] == snap.pk
+    Job.objects.filter(pk=revert.pk).update(status="succeeded")
+    Instance.objects.filter(pk=a1.pk).update(current_job=None)
+    alice.post(f"/portal/instances/{a1.pk}/snapshots/{snap.pk}/delete/")
+    assert Job.objects.filter(kind="instance.snapshot_delete", target_id=a1.pk).exists()
+    assert alice.post(f"/portal/instances/{a1.pk}/snapshots/{snap.pk}/explode/").status_code == 404
+
+    # Another instance's snapshot through this instance's URL: not found.
+    other = Snapshot.objects.create(instance=world["g1"], name="theirs")
+    url = f"/portal/instances/{a1.pk}/snapshots/{other.pk}/delete/"
+    assert alice.post(url).status_code == 404
