@@ -3,12 +3,16 @@ changes through cloudpanel.projects.events, called by the signals)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import ProtectedError
 
+from cloudpanel.audit.jobs import refusal_message, refusal_result
+from cloudpanel.audit.services import audit_record
 from cloudpanel.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 
 from . import access
@@ -40,6 +44,20 @@ def membership_remove(*, project: Project, user) -> bool:
 
 
 # The API and the console pages call these; who may is asked of cloudpanel.projects.access.
+# Each change is audited: ok, or denied/failed with the refusal's message.
+
+
+@contextmanager
+def _audit(action: str, *, by=None, project=None, target=None, params=None):
+    """Record `action` once the block ends: ok, or the refusal (re-raised). `by` None: the
+    request's user (audit_record reads it)."""
+    try:
+        yield
+    except Exception as exc:
+        audit_record(action=action, user=by, project=project, target=target, params=params,
+                     result=refusal_result(exc), message=refusal_message(exc))  # fmt: skip
+        raise
+    audit_record(action=action, user=by, project=project, target=target, params=params)
 
 
 def project_for_create(user, project: Project | None) -> Project:
@@ -61,28 +79,35 @@ def project_for_create(user, project: Project | None) -> Project:
 
 def project_create(*, name: str, description: str = "") -> Project:
     project = Project(name=name, description=description or "")
-    project.full_clean()
-    project.save()
+    with _audit("project.create", target=project, params={"name": name}):
+        project.full_clean()
+        project.save()
     return project
 
 
 def project_update(project: Project, **fields) -> Project:
-    for field in ("name", "description"):
-        if field in fields:
-            setattr(project, field, fields[field])
-    project.full_clean()
-    project.save()
+    changed = {f: fields[f] for f in ("name", "description") if f in fields}
+    with _audit("project.update", target=project, params=changed):
+        for field, value in changed.items():
+            setattr(project, field, value)
+        project.full_clean()
+        project.save()
     return project
 
 
 def project_delete(project: Project) -> None:
+    # The event names the project but links no row: the project is gone after this.
+    target = {"target_type": "project", "target_id": project.pk, "target_name": project.name}
     try:
         project.delete()
     except ProtectedError:
         # Instances, images and backups keep their project (PROTECT): say so, not a 500.
-        raise Conflict(
+        message = (
             f"Project {project.name} still has instances, images or backups; delete them first."
-        ) from None
+        )
+        audit_record(action="project.delete", result="failed", message=message, **target)
+        raise Conflict(message) from None
+    audit_record(action="project.delete", **target)
 
 
 def _other_managers(project: Project, user) -> bool:
@@ -95,45 +120,48 @@ def _other_managers(project: Project, user) -> bool:
 
 def member_add(*, by, project: Project, user, role: str) -> Membership:
     """A manager (or admin) adds a user to the project with a role."""
-
-    access_require_manage(by, project)
-    _validate_role(role)
-    if not user.is_active:
-        raise InvalidInput({"user": [f"User {user.username} is deactivated."]})
-    with transaction.atomic():
-        if Membership.objects.filter(project=project, user=user).exists():
-            raise Conflict(f"{user.username} is already a member of {project.name}.")
-        return membership_set(project=project, user=user, role=role)
+    with _audit("project.member_add", by=by, project=project, target=user,
+                params={"role": role}):  # fmt: skip
+        access_require_manage(by, project)
+        _validate_role(role)
+        if not user.is_active:
+            raise InvalidInput({"user": [f"User {user.username} is deactivated."]})
+        with transaction.atomic():
+            if Membership.objects.filter(project=project, user=user).exists():
+                raise Conflict(f"{user.username} is already a member of {project.name}.")
+            return membership_set(project=project, user=user, role=role)
 
 
 def member_change(*, by, project: Project, user, role: str) -> Membership:
     """Change a member's role; the last manager stays one unless an admin says otherwise."""
-    access_require_manage(by, project)
-    _validate_role(role)
-    with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).exists()
-        membership = Membership.objects.filter(project=project, user=user).first()
-        if membership is None:
-            raise NotFound(f"{user.username} is not a member of {project.name}.")
-        if membership.role == Membership.Role.MANAGER and role != Membership.Role.MANAGER:
-            _require_another_manager(by, project, user)
-        return membership_set(project=project, user=user, role=role)
+    with _audit("project.member_change", by=by, project=project, target=user,
+                params={"role": role}):  # fmt: skip
+        access_require_manage(by, project)
+        _validate_role(role)
+        with transaction.atomic():
+            Project.objects.select_for_update().filter(pk=project.pk).exists()
+            membership = Membership.objects.filter(project=project, user=user).first()
+            if membership is None:
+                raise NotFound(f"{user.username} is not a member of {project.name}.")
+            if membership.role == Membership.Role.MANAGER and role != Membership.Role.MANAGER:
+                _require_another_manager(by, project, user)
+            return membership_set(project=project, user=user, role=role)
 
 
 def member_remove(*, by, project: Project, user) -> None:
-    access_require_manage(by, project)
-    with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).exists()
-        membership = Membership.objects.filter(project=project, user=user).first()
-        if membership is None:
-            raise NotFound(f"{user.username} is not a member of {project.name}.")
-        if membership.role == Membership.Role.MANAGER:
-            _require_another_manager(by, project, user)
-        membership_remove(project=project, user=user)
+    with _audit("project.member_remove", by=by, project=project, target=user):
+        access_require_manage(by, project)
+        with transaction.atomic():
+            Project.objects.select_for_update().filter(pk=project.pk).exists()
+            membership = Membership.objects.filter(project=project, user=user).first()
+            if membership is None:
+                raise NotFound(f"{user.username} is not a member of {project.name}.")
+            if membership.role == Membership.Role.MANAGER:
+                _require_another_manager(by, project, user)
+            membership_remove(project=project, user=user)
 
 
 def _require_another_manager(by, project: Project, user) -> None:
-
     if not _other_managers(project, user) and not access.may_remove_last_manager(by):
         raise Conflict(
             f"{user.username} is the last manager of {project.name}: make someone else "
@@ -147,16 +175,15 @@ def _validate_role(role: str) -> None:
 
 
 def access_require_manage(by, project: Project) -> None:
-
     if not access.can_manage_members(by, project):
         raise PermissionDenied(f"Only managers of {project.name} may manage its members.")
 
 
 def quota_update(*, by, project: Project, **limits):
-
-    if not access.can_set_quota(by):
-        raise PermissionDenied("Only administrators set quotas.")
-    return quota_set(project, **limits)
+    with _audit("project.quota_set", by=by, project=project, target=project, params=limits):
+        if not access.can_set_quota(by):
+            raise PermissionDenied("Only administrators set quotas.")
+        return quota_set(project, **limits)
 
 
 # Users (admins only; the API and pages check access.can_administer first).
@@ -167,33 +194,40 @@ def user_create(*, username: str, password: str, email: str = "", is_staff: bool
     User = get_user_model()
     user = User(username=username, email=email or "", is_staff=bool(is_staff),
                 first_name=first_name or "", last_name=last_name or "")  # fmt: skip
+    with _audit("user.create", target=user, params={"username": username, "is_staff": is_staff}):
+        _set_password(user, password)
+        user.full_clean(exclude=["password"])
+        user.save()
+    return user
+
+
+def user_update(user, *, password: str | None = None, **fields):
+    changed = {
+        f: fields[f]
+        for f in ("username", "email", "first_name", "last_name", "is_staff", "is_active")
+        if f in fields
+    }
+    with _audit("user.update", target=user, params={**changed, "password_set": bool(password)}):
+        for field, value in changed.items():
+            setattr(user, field, value)
+        if password:
+            _set_password(user, password)
+        user.full_clean(exclude=["password"])
+        user.save()
+    return user
+
+
+def _set_password(user, password: str) -> None:
     try:
         validate_password(password, user)
     except ValidationError as exc:
         raise InvalidInput({"password": exc.messages}) from None
     user.set_password(password)
-    user.full_clean(exclude=["password"])
-    user.save()
-    return user
-
-
-def user_update(user, *, password: str | None = None, **fields):
-    for field in ("username", "email", "first_name", "last_name", "is_staff", "is_active"):
-        if field in fields:
-            setattr(user, field, fields[field])
-    if password:
-        try:
-            validate_password(password, user)
-        except ValidationError as exc:
-            raise InvalidInput({"password": exc.messages}) from None
-        user.set_password(password)
-    user.full_clean(exclude=["password"])
-    user.save()
-    return user
 
 
 def user_deactivate(user, *, by) -> None:
-    if user.pk == getattr(by, "pk", None):
-        raise Conflict("You cannot deactivate yourself.")
-    user.is_active = False
-    user.save(update_fields=["is_active"])
+    with _audit("user.deactivate", by=by, target=user):
+        if user.pk == getattr(by, "pk", None):
+            raise Conflict("You cannot deactivate yourself.")
+        user.is_active = False
+        user.save(update_fields=["is_active"])
