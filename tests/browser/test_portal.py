@@ -145,6 +145,7 @@ def test_a_tenant_creates_watches_and_opens_an_instance_within_quota(
         expect(page.locator("[data-create-error]")).to_contain_text("Quota exceeded for instances")
         assert not Instance.objects.filter(name="shop-2").exists()
         expect(page.locator('[data-usage-resource="instances"]')).to_contain_text("1 / 1")
+        expect(page.locator('[data-quota-full="instances"]')).to_be_visible()
 
         # A phone, 390 px wide, the same session.
         phone = chromium.new_context(
@@ -175,6 +176,19 @@ def test_a_tenant_creates_watches_and_opens_an_instance_within_quota(
             assert layout["fontSize"] >= 14 and not layout["small"], layout
             # The table became cards: its header row is not shown.
             assert not small.locator("[data-instance-list] thead").is_visible()
+
+            small.goto(f"{asgi_url}/portal/new/")
+            layout = _phone_layout(
+                small,
+                {
+                    "image": "#id_image",
+                    "create": ".portal-form button[type=submit]",
+                    "quota": ".alert",
+                },
+            )
+            shot(small, "portal-phone-create")
+            assert layout["scrollWidth"] <= 390 and not layout["small"], layout
+            assert all(seen for _, seen in layout["keys"]), layout
 
             small.goto(f"{asgi_url}/portal/instances/{instance.pk}/")
             layout = _phone_layout(small, {"title": "h1", "console": "[data-instance-console]"})
