@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from cloudpanel.audit.services import audit_record
 from cloudpanel.errors import InvalidInput, NotFound, PermissionDenied
 from cloudpanel.projects import access
 
@@ -102,6 +103,18 @@ def issue_token(
                     read_only=read_only,
                     expires_at=expires_at,
                 )
+            audit_record(
+                action="token.create",
+                user=user,
+                target=token,
+                params={
+                    "name": token.name,
+                    "prefix": token.prefix,
+                    "project": token.project_id,
+                    "read_only": read_only,
+                    "expires_at": expires_at,
+                },
+            )
             return IssuedToken(token=token, secret=secret)
         except IntegrityError:  # a prefix already taken: draw again
             continue
@@ -148,9 +161,11 @@ def get_own_token(user, token_id) -> ApiToken:
 def revoke_token(token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
-        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+        revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
             revoked_at=token.revoked_at
         )
+        if revoked:
+            audit_record(action="token.revoke", target=token, params={"prefix": token.prefix})
     return token
 
 

@@ -272,3 +272,24 @@ def test_last_use_is_recorded_at_most_once_a_minute(alice_token, django_assert_n
     assert token.last_used_at > earlier
     listed = client.get("/api/v1/tokens/").json()["results"][0]
     assert listed["last_used_at"] is not None
+
+
+def test_creating_and_revoking_are_audited_without_the_secret(member_user, two_projects):
+    from cloudpanel.audit.models import AuditEvent
+
+    alpha = two_projects[0]
+    client = session_api(member_user)
+    created = client.post("/api/v1/tokens/", {"name": "ci", "project": alpha.pk}, format="json")
+    secret, pk = created.json()["token"], created.json()["id"]
+    client.delete(f"/api/v1/tokens/{pk}/")
+    client.delete(f"/api/v1/tokens/{pk}/")  # already revoked: no second event
+    events = list(AuditEvent.objects.filter(action__startswith="token.").order_by("id"))
+    assert [(e.action, e.target_id, e.user_id, e.project_id) for e in events] == [
+        ("token.create", str(pk), member_user.pk, alpha.pk),
+        ("token.revoke", str(pk), member_user.pk, alpha.pk),
+    ]
+    assert events[0].params["read_only"] is False and events[0].params["name"] == "ci"
+    stored = ApiToken.objects.get(pk=pk)
+    for event in events:
+        dumped = str(event.params) + event.message
+        assert secret not in dumped and stored.digest not in dumped
