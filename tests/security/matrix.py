@@ -233,6 +233,45 @@ API = {
         Case(GET, _roles(401, 404, 200, 404, 404, 200)),
         Case(DELETE, _roles(401, 404, 204, 404, 404, 204)),
     ],
+    # K1: members and quotas; users for admins.
+    "api:project-members": [
+        Case(GET, api_read()),
+        Case(POST, api_manage({201}), {"user": "$spare", "role": "viewer"}),
+    ],
+    "api:project-member": [
+        Case(PUT, api_manage({200}), {"role": "member"}),
+        Case(PATCH, api_manage({200}), {"role": "member"}),
+        Case(DELETE, api_manage({204})),
+    ],
+    "api:project-quota": [
+        Case(GET, api_read()),
+        Case(PUT, api_admin_obj({200}), {"instances": 10}),
+    ],
+    "api:user-list": [
+        Case(GET, api_admin(200)),
+        Case(POST, api_admin({201}), {"username": "mx-new-user", "password": "Pw-x-123456789"}),
+    ],
+    "api:user-detail": [
+        Case(GET, api_admin(200)),
+        Case(PUT, api_admin({200, 400}), {"username": "member-user"}),
+        Case(PATCH, api_admin({200}), {"first_name": "M"}),
+        Case(DELETE, api_admin({204})),
+    ],
+    # K2: personal tokens, each user's own (the URL names the member's).
+    "api:apitoken-list": [
+        Case(GET, api_signed_in(200)),
+        # (a token scoped to a project may be refused making tokens: 403)
+        Case(POST, {**api_signed_in({201}), "scoped": frozenset({201, 403})}, {"name": "mx-tok"}),
+    ],
+    "api:apitoken-detail": [
+        Case(GET, _roles(401, 404, 200, 404, 404, 404)),
+        Case(DELETE, _roles(401, 404, {200, 204}, 404, 404, 404)),
+    ],
+    "api:apitoken-revoke": [Case(POST, _roles(401, 404, {200, 204}, 404, 404, 404))],
+    # K4: the audit log, tenants their projects' events.
+    "api:audit-list": [Case(GET, api_list())],
+    "api:audit-export": [Case(GET, api_list(), query="?format=json")],
+    "api:audit-detail": [Case(GET, api_read())],
 }
 
 PAGES = {
@@ -303,6 +342,40 @@ PAGES = {
     "instances:capture": [Case(POST, page_act(302), {"name": "zz-a-captured2"})],
     "instances:rebuild": [Case(POST, page_admin_obj(302))],
     "instances:leftover-remove": [Case(POST, page_admin({302, 400, 404}))],
+    # K1's admin console project pages (staff only).
+    "projects:list": [Case(GET, page_admin())],
+    "projects:detail": [Case(GET, page_admin())],
+    "projects:update": [Case(POST, page_admin(302), {"name": "zz-a-proj3"})],
+    "projects:delete": [Case(POST, page_admin(302))],
+    "projects:member-add": [Case(POST, page_admin(302), {"user": "$spare", "role": "viewer"})],
+    "projects:member-change": [Case(POST, page_admin(302), {"role": "member"})],
+    "projects:member-remove": [Case(POST, page_admin(302))],
+    "projects:quota": [Case(POST, page_admin(302), {"instances": "10"})],
+    # K2's own tokens page.
+    "accounts:tokens": [Case(GET, page_list())],
+    "accounts:token-revoke": [Case(POST, _roles(LOGIN, 404, 302, 404, 404, 404))],
+    # K4's audit page: tenants read their projects' events.
+    "audit:list": [Case(GET, page_list())],
+    # K5's portal (tenants; the URL names A's instance).
+    "portal-project": [
+        Case(POST, _roles(LOGIN, 302, 302, 302, {302, 404}, {200, 302}), {"project": "$project"})
+    ],  # fmt: skip
+    "portal-new": [
+        Case(GET, page_list()),
+        Case(
+            POST,
+            _roles(LOGIN, {403, REFUSED}, 302, 302, {200, 400, 404, REFUSED}, {200, 302}),
+            {"name": "mx-portal-vm", "image": "$image", "flavor": "$flavor", "project": "$project"},
+        ),
+    ],
+    "portal-instance": [Case(GET, page_read())],
+    "portal-power": [Case(POST, page_act(302))],
+    "portal-delete": [Case(POST, page_act(302))],
+    "portal-snapshot": [Case(POST, page_act(302), {"name": "zz-a-snap4"})],
+    "portal-snapshot-change": [Case(POST, page_act(302))],
+    "portal-backup": [Case(POST, page_act(302), {"name": "zz-a-b4"})],
+    "portal-backup-restore": [Case(POST, page_act(302), {"name": "zz-a-restored3"})],
+    "portal-backup-delete": [Case(POST, page_act(302))],
     "jobs:list": [Case(GET, page_list())],
     "jobs:detail": [Case(GET, page_read())],
 }

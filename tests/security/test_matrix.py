@@ -18,7 +18,16 @@ from django.db import transaction
 from django.urls import reverse
 
 from . import matrix
-from .world import MISSING_ID, ROLES, SSH_KEY, TENANTS, api_client, build_world, foreign_markers
+from .world import (
+    MISSING_ID,
+    ROLES,
+    SSH_KEY,
+    TENANTS,
+    TOKEN_ROLES,
+    api_client,
+    build_world,
+    foreign_markers,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -83,6 +92,12 @@ def _object_for(key: str, world) -> int:
         return a["job"].pk
     if name.startswith("project"):
         return a["project"].pk
+    if name.startswith("apitoken") or name.startswith("token"):
+        return world["tokens"]["member"].pk
+    if name.startswith("audit"):
+        return a["audit"].pk
+    if name.startswith("user-"):
+        return world["users"]["member"].pk
     if name.startswith("image") or key.startswith("images:"):
         return a["image"].pk
     if name.startswith("backup-") and key.startswith("api:"):
@@ -107,11 +122,14 @@ def url_kwargs(key: str, world, *, missing: bool = False) -> dict:
         "mid": a["mirror"].pk,
         "bid": a["backup"].pk,
         "action": "reboot",
+        "verb": "revert",
+        "user_id": world["users"]["viewer"].pk,
     }
     out = {}
     for name in names:
         if name in values:
-            out[name] = MISSING_ID if missing and name != "action" else values[name]
+            keep = name in ("action", "verb")
+            out[name] = MISSING_ID if missing and not keep else values[name]
         elif name == "object_id":
             model = re.sub(r"^admin:|_(change|delete|history)$", "", key)
             model = model if model in ADMIN_MODELS else _admin_model_of(route.pattern)
@@ -158,6 +176,7 @@ def _body(body, world):
         "$project": world["a"]["project"].pk,
         "$host": world["host"].pk,
         "$ssh_key": SSH_KEY.format("mx"),
+        "$spare": world["spare"].pk,
     }
     out = {}
     for name, value in body.items():
@@ -196,7 +215,8 @@ def _project_owned(key: str) -> bool:
     name = key.split(":", 1)[-1]
     return not (
         name.startswith("host") or key.startswith("hosts:") or "flavor" in name
-        or "keypair" in name or key.startswith("admin:")
+        or "keypair" in name or key.startswith("admin:") or "token" in name
+        or name.startswith("user-")
     )  # fmt: skip
 
 
@@ -226,17 +246,29 @@ def _send(world, role, method, path, body, *, wrote=None):
     return response
 
 
+def token_expectation(case, role) -> frozenset:
+    """A read-only token reads as its user (A's manager) and writes nothing (403); a token
+    scoped to project B is B's, never an admin's (as B's manager). Public routes stay so."""
+    answers = {case.expect[r] for r in ROLES}
+    if len(answers) == 1:
+        return answers.pop()
+    if role == "ro":
+        return case.expect["manager"] if case.method == "GET" else frozenset({403})
+    return case.expect["other"]
+
+
 def walk(key: str, cases, world) -> list[str]:
     problems = []
     for case in cases:
         kwargs = url_kwargs(key, world)
         path = _path(key, kwargs) + case.query.replace("$host", str(world["host"].pk))
         body = _body(case.body, world)
-        for role in ROLES:
+        roles = ROLES + (TOKEN_ROLES if path.startswith("/api/") else ())
+        for role in roles:
             wrote = []
             response = _send(world, role, case.method, path, body, wrote=wrote)
             got = _answer(response)
-            expected = case.expect[role]
+            expected = case.expect.get(role) or token_expectation(case, role)
             if got in (200, 302) and case.method != "GET" and matrix.REFUSED in expected:
                 got = f"{got} and it wrote" if wrote[0] else matrix.REFUSED
             elif (
@@ -250,12 +282,15 @@ def walk(key: str, cases, world) -> list[str]:
                 problems.append(f"{where}: got {got}, expected {sorted(map(str, expected))}")
             if isinstance(got, int) and got >= 500 and key != "healthz":
                 problems.append(f"{where}: server error {got}")
-            if got == 200 and role in TENANTS:
-                text = response.content.decode("utf-8", "replace")
+            if got == 200 and role in (*TENANTS, *TOKEN_ROLES):
+                raw = (
+                    b"".join(response.streaming_content) if response.streaming else response.content
+                )
+                text = raw.decode("utf-8", "replace")
                 for marker in foreign_markers(world, role):
                     if marker in text:
                         problems.append(f"{where}: the body shows {marker!r} (not theirs)")
-            if role == "other" and _project_owned(key) and set(kwargs) - {"action"}:
+            if role in ("other", "scoped") and _project_owned(key) and set(kwargs) - {"action"}:
                 missing = _path(key, url_kwargs(key, world, missing=True))
                 absent = _answer(_send(world, role, case.method, missing, body))
                 if absent != got:

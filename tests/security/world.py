@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from rest_framework.test import APIClient
 
+from cloudpanel.audit.models import AuditEvent
 from cloudpanel.jobs.models import Job
 from cloudpanel.projects.models import Membership, Project
 from images.models import Image
 from instances.models import Backup, DiskMirror, Flavor, Instance, KeyPair, Snapshot, Volume
 
 # Every role the matrix walks; "other" is a manager of project B looking at A's objects.
+# On API routes two personal tokens too: "ro", A's manager's read-only token (reads as the
+# manager, every write 403), and "scoped", an admin's token scoped to project B (never an
+# admin's: as B's manager).
 ROLES = ("anon", "viewer", "member", "manager", "other", "admin")
+TOKEN_ROLES = ("ro", "scoped")
 TENANTS = ("viewer", "member", "manager", "other")
 IN_A = ("viewer", "member", "manager")
 MISSING_ID = 987654
@@ -83,6 +88,20 @@ def build_world(django_user_model, host) -> dict:
         "a": _project_rows("a", a, host, flavor, users["member"]),
         "b": _project_rows("b", b, host, flavor, users["other"]),
     }  # fmt: skip
+    world["spare"] = django_user_model.objects.create_user("spare-user", password="pw-spare-1")
+    for tag, project in (("a", a), ("b", b)):
+        world[tag]["audit"] = AuditEvent.objects.create(
+            user=users["member" if tag == "a" else "other"], project=project,
+            action="instance.start", target_type="instance",
+            target_id=str(world[tag]["instance"].pk), target_name=f"zz-{tag}-vm",
+        )  # fmt: skip
+    from cloudpanel.accounts.tokens import issue_token
+
+    world["tokens"] = {"member": issue_token(users["member"], name="zzkey-member-tok").token}
+    world["secrets"] = {
+        "ro": issue_token(users["manager"], name="mx-ro", read_only=True).secret,
+        "scoped": issue_token(users["admin"], name="mx-scoped", project=b).secret,
+    }
     world["keypairs"] = {
         role: KeyPair.objects.create(
             owner=users[role],
@@ -108,7 +127,9 @@ def api_client(world, role) -> APIClient:
         if _shared_handler is None:
             _shared_handler = client.handler
         client.handler = _shared_handler
-        if role != "anon":
+        if role in TOKEN_ROLES:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {world['secrets'][role]}")
+        elif role != "anon":
             client.force_login(world["users"][role])
         clients[role] = client
     return clients[role]
@@ -118,6 +139,6 @@ def foreign_markers(world, role) -> list[str]:
     """Texts the role must never read: the other project's names, other users' keys."""
     if role in ("anon", "admin"):
         return []
-    project_marker = "zz-a-" if role == "other" else "zz-b-"
+    project_marker = "zz-a-" if role in ("other", "scoped") else "zz-b-"
     keys = [f"zzkey-{owner}" for owner in world["keypairs"] if owner != role]
     return [project_marker, *keys]
