@@ -64,6 +64,8 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     pagination_class = AuditPagination
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema's look at the view
+            return AuditEvent.objects.none()
         return audit_events_for(self.request.user)
 
     def get_serializer_context(self):
@@ -79,7 +81,7 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         ],
         responses={
             (200, "text/csv"): OpenApiTypes.STR,
-            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/json"): AuditEventSerializer(many=True),
         },
     )
     @action(

@@ -29,11 +29,15 @@ FIELDS = (
 def audit_events_for(user) -> QuerySet:
     """The events `user` may read, newest first, as dicts (one query, no per-row lookups)."""
     rows = AuditEvent.objects.order_by("-id")
+    if not (user and user.is_authenticated):
+        rows = rows.none()
     ids = visible_project_ids(user)
     if ids is not None:
         mine = Q(project_id__in=ids)
         token = token_of(user)
-        if token is None or token.project_id is None:  # a scoped token: its project only
+        if user.is_authenticated and (
+            token is None or token.project_id is None
+        ):  # a scoped token: its project only
             mine |= Q(user=user, project__isnull=True)
         rows = rows.filter(mine)
     return rows.annotate(
