@@ -163,3 +163,21 @@ def test_the_page_lists_filters_and_links_exports(trail, admin, blue_member):
     browser.force_login(blue_member)
     html = browser.get("/audit/").content.decode()
     assert "instance.start" in html and "instance.stop" not in html and "refused" not in html
+
+
+def test_tenants_read_a_failed_jobs_public_error(blue, blue_member, admin, flavor, host):
+    from cloudpanel.jobs.models import Job
+    from cloudpanel.projects.access import GENERIC_JOB_FAILURE
+
+    web = make_instance(blue, flavor, host, name="web")
+    job = Job.objects.create(
+        kind="instance.start", target_type="instance", target_id=web.pk, project=blue,
+        status=Job.Status.FAILED, error=f"libvirt on {host.name} said no",
+    )  # fmt: skip
+    from cloudpanel.audit.jobs import record_job_end
+
+    record_job_end(job)
+    (row,) = [r for r in listed(client_for(blue_member)) if r["job_id"] == job.pk]
+    assert row["message"] == GENERIC_JOB_FAILURE
+    (row,) = [r for r in listed(client_for(admin)) if r["job_id"] == job.pk]
+    assert host.name in row["message"]

@@ -254,3 +254,17 @@ def test_a_failing_record_never_raises():
             raise RuntimeError("boom")
 
     assert audit_record(action="test.broken", params={"x": Unprintable()}) is None
+
+
+def test_an_event_costs_one_insert(admin, blue, flavor, host):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from cloudpanel.audit.services import audit_record
+
+    instance = make_instance(blue, flavor, host)
+    with CaptureQueriesContext(connection) as queries:
+        audit_record(action="x.y", user=admin, target=instance, params={"a": 1})
+    verbs = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    # The test runs inside a transaction: the savepoint keeps a failed insert from breaking it.
+    assert [v for v in verbs if v not in ("SAVEPOINT", "RELEASE")] == ["INSERT"], verbs
