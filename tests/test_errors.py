@@ -29,10 +29,11 @@ from cloudpanel.virt import HostUnreachable, NotFound, OperationInvalid, VirtErr
 def test_the_api_answers_each_domain_error_with_its_status_and_one_shape(exc, status):
     response = exception_handler(exc, {})
     assert response is not None and response.status_code == status
+    assert set(response.data) == {"detail", "code", "errors"}
     if status == 400:
-        assert list(response.data) == ["name"]
+        assert list(response.data["errors"]) == ["name"]
     else:
-        assert set(response.data) == {"detail"} and str(response.data["detail"]) == str(exc)
+        assert str(response.data["detail"]) == str(exc) and response.data["errors"] == {}
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,7 @@ def test_deeply_nested_json_is_a_clear_400(api_client, anon_client):
     assert response.status_code == 400 and "at most 64 levels" in response.json()["detail"]
     shallow = json.dumps({"name": "demo", "uri": [[["x"]]]})
     response = api_client.post("/api/v1/hosts/", shallow, content_type="application/json")
-    assert response.status_code == 400 and "uri" in response.json()
+    assert response.status_code == 400 and "uri" in response.json()["errors"]
 
 
 def test_oversize_json_body_is_a_clear_400(api_client, settings):
@@ -128,7 +128,11 @@ def test_oversize_json_body_is_a_clear_400(api_client, settings):
     body = json.dumps({"name": "demo", "uri": "test:///default", "pad": "x" * 20_000})
     response = api_client.post("/api/v1/hosts/", body, content_type="application/json")
     assert response.status_code == 400
-    assert response.json() == {"detail": "Request body too large: at most 10000 bytes."}
+    assert response.json() == {
+        "detail": "Request body too large: at most 10000 bytes.",
+        "code": "too_large",
+        "errors": {},
+    }
 
 
 def test_json_parser_reads_no_more_than_the_limit(settings):

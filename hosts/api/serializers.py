@@ -6,7 +6,10 @@ from ..selectors import host_capacity
 
 class HostSerializer(serializers.ModelSerializer):
     ssh_private_key = serializers.CharField(
-        write_only=True, required=False, allow_blank=True, trim_whitespace=False,
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
         style={"input_type": "password"},
         help_text="Private key for qemu+ssh hosts; stored encrypted and never returned.",
     )

@@ -3,23 +3,26 @@ from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from cloudpanel.api import call_service
+from cloudpanel.api import ApiContract, call_service
 from cloudpanel.live import metrics as live_metrics
 from cloudpanel.live.api import MetricsQuerySerializer, MetricsSerializer, metrics_response_data
 from cloudpanel.permissions import AdminOnly
 
 from .. import services
+from ..filters import HostFilter
 from ..selectors import host_list_with_allocation
 from .continuity import HostContinuityActions
 from .serializers import HostSerializer
 
 
-class HostViewSet(HostContinuityActions, viewsets.ModelViewSet):
+class HostViewSet(ApiContract, HostContinuityActions, viewsets.ModelViewSet):
     """Hypervisors under management (admins only)."""
 
     serializer_class = HostSerializer
     permission_classes = [AdminOnly]
-    filterset_fields = ["status", "enabled", "maintenance", "transport"]
+    filterset_class = HostFilter
+    ordering_fields = ["name", "status", "created_at", "id"]
+    ordering = ["name"]
 
     def get_queryset(self):
         return host_list_with_allocation().order_by("name")

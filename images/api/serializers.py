@@ -18,7 +18,7 @@ SHA256_FIELD = dict(
 
 
 class ImageSerializer(serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     project_name = serializers.CharField(source="project.name", read_only=True)
 
     class Meta:

@@ -7,7 +7,7 @@ from rest_framework.exceptions import ParseError, PermissionDenied, ValidationEr
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from cloudpanel.api import drf_validation_errors, job_accepted
+from cloudpanel.api import ApiContract, drf_validation_errors, job_accepted
 from cloudpanel.parsers import JSONParser
 from cloudpanel.projects.access import is_admin
 
@@ -32,6 +32,7 @@ from .serializers import (
 
 
 class ImageViewSet(
+    ApiContract,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.DestroyModelMixin,
@@ -41,6 +42,8 @@ class ImageViewSet(
 
     serializer_class = ImageSerializer
     filterset_class = ImageFilter
+    ordering_fields = ["name", "created_at", "status", "id"]
+    ordering = ["name"]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 

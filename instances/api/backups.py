@@ -12,12 +12,13 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import call_service, job_accepted
+from cloudpanel.api import ApiContract, call_service, job_accepted
 from cloudpanel.jobs.api.serializers import JobSerializer, viewer
 from cloudpanel.projects import access
 from hosts.models import Host
 
 from ..backups import backup_delete, backup_list
+from ..filters import BackupFilter
 from ..models import Backup
 from ..operations.backup import BACKUP, CAPTURE, RESTORE
 
@@ -25,6 +26,8 @@ FAILED_FOR_TENANTS = "The backup failed; an administrator can see the details."
 
 
 class BackupDiskSerializer(serializers.Serializer):
+    ADMIN_ONLY = ("pool", "name", "path")
+
     disk = serializers.CharField(source="disk_target")
     format = serializers.CharField()
     capacity_bytes = serializers.IntegerField()
@@ -99,7 +102,7 @@ class BackupActions:
 
     @extend_schema(methods=["get"], request=None, responses=BackupSerializer(many=True))
     @extend_schema(methods=["post"], request=BackupCreateSerializer, responses={202: JobSerializer})
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filterset_class=None)
     def backups(self, request, pk=None):
         """The instance's backups, newest first (GET); back it up now (POST, members): a
         point-in-time copy of its disks, also while it runs."""
@@ -124,11 +127,16 @@ class BackupActions:
         return job_accepted(job)
 
 
-class BackupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class BackupViewSet(
+    ApiContract, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Backups of the projects the user is in: viewers look, members delete and restore;
     other projects' backups are not found."""
 
     serializer_class = BackupSerializer
+    filterset_class = BackupFilter
+    ordering_fields = ["created_at", "name", "state", "id"]
+    ordering = ["-created_at"]
     http_method_names = ["get", "post", "delete", "head", "options"]
 
     def get_queryset(self):

@@ -4,9 +4,10 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from cloudpanel.api import call_service
+from cloudpanel.api import ApiContract, call_service
 
 from .. import keypairs
+from ..filters import KeyPairFilter
 from ..models import KeyPair
 
 
@@ -22,6 +23,7 @@ class KeyPairSerializer(serializers.ModelSerializer):
 
 
 class KeyPairViewSet(
+    ApiContract,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -32,7 +34,9 @@ class KeyPairViewSet(
 
     serializer_class = KeyPairSerializer
     permission_classes = [IsAuthenticated]
-    filterset_fields = ["name"]
+    filterset_class = KeyPairFilter
+    ordering_fields = ["name", "created_at", "id"]
+    ordering = ["name"]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user

@@ -84,7 +84,7 @@ class MirrorActions:
         "pool of its host (admins only). The job ends once the copy is in sync; the copy "
         "then stays in sync until pivot or stop.",
     )
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filterset_class=None)
     def mirrors(self, request, pk=None):
         instance = self.get_object()
         _require_admin(request.user)

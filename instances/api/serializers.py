@@ -165,3 +165,21 @@ class AdoptSerializer(serializers.Serializer):
     domain = serializers.CharField(max_length=255)
     name = serializers.CharField(max_length=255, required=False, allow_blank=True)
     project = serializers.IntegerField(required=False, allow_null=True)
+
+
+class UnmanagedDomainSerializer(serializers.Serializer):
+    """A domain on a host that no instance is (selectors.unmanaged_domain_list)."""
+
+    name = serializers.CharField()
+    uuid = serializers.CharField()
+    state = serializers.CharField()
+    vcpus = serializers.IntegerField()
+    memory_bytes = serializers.IntegerField()
+    persistent = serializers.BooleanField()
+    host = serializers.IntegerField()
+    host_name = serializers.CharField()
+    leftover_of = serializers.IntegerField(
+        required=False, help_text="Leftovers only: the instance (now elsewhere) it was."
+    )
+    leftover_of_name = serializers.CharField(required=False)
+    instance_host = serializers.CharField(required=False)

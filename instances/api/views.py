@@ -1,16 +1,16 @@
 from django.shortcuts import get_object_or_404
-from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
-from cloudpanel.api import call_service, job_accepted
+from cloudpanel.api import ApiContract, call_service, job_accepted
 from cloudpanel.errors import HostUnavailable
 from cloudpanel.jobs.api.serializers import JobSerializer
 from cloudpanel.live import metrics as live_metrics
 from cloudpanel.live.api import MetricsQuerySerializer, MetricsSerializer, metrics_response_data
+from cloudpanel.pagination import CursorPagination
 from cloudpanel.permissions import SignedInReadsAdminWrites
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
@@ -18,7 +18,7 @@ from hosts.models import Host
 from images.models import Image
 
 from .. import consoles, guest, operations, selectors, services
-from ..filters import InstanceFilter
+from ..filters import FlavorFilter, InstanceFilter
 from ..models import Flavor, Snapshot
 from ..rules import image_visible
 from .backups import BackupActions
@@ -37,6 +37,7 @@ from .serializers import (
     ShutdownSerializer,
     SnapshotCreateSerializer,
     SnapshotSerializer,
+    UnmanagedDomainSerializer,
 )
 
 
@@ -49,12 +50,14 @@ def _get_or_400(model, pk, field: str, label: str):
     return obj
 
 
-class FlavorViewSet(viewsets.ModelViewSet):
+class FlavorViewSet(ApiContract, viewsets.ModelViewSet):
     """Instance sizes: members list them, admins manage them."""
 
     serializer_class = FlavorSerializer
     permission_classes = [SignedInReadsAdminWrites]
-    filterset_fields = ["vcpus", "ram_mib", "disk_gib"]
+    filterset_class = FlavorFilter
+    ordering_fields = ["name", "vcpus", "ram_mib", "disk_gib", "id"]
+    ordering = ["vcpus", "ram_mib", "name"]
 
     def get_queryset(self):
         return selectors.flavor_list()
@@ -71,21 +74,8 @@ class FlavorViewSet(viewsets.ModelViewSet):
         services.flavor_delete(flavor=instance)
 
 
-class NamedFiltersBackend(DjangoFilterBackend):
-    """DjangoFilterBackend that builds its filter form only when the request names one of
-    the filters: without any, filtering changes nothing, and the form cost a millisecond on
-    every plain list."""
-
-    def filter_queryset(self, request, queryset, view):
-        filterset_class = self.get_filterset_class(view, queryset)
-        if filterset_class is not None and request.query_params.keys().isdisjoint(
-            filterset_class.base_filters
-        ):
-            return queryset
-        return super().filter_queryset(request, queryset, view)
-
-
 class InstanceViewSet(
+    ApiContract,
     MigrationActions,
     MirrorActions,
     BackupActions,
@@ -98,7 +88,9 @@ class InstanceViewSet(
 
     serializer_class = InstanceSerializer
     filterset_class = InstanceFilter
-    filter_backends = [NamedFiltersBackend]
+    pagination_class = CursorPagination
+    ordering_fields = ["name", "created_at", "id"]
+    ordering = ["name"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
@@ -119,6 +111,7 @@ class InstanceViewSet(
 
     @extend_schema(request=InstanceCreateSerializer, responses={202: JobSerializer})
     def create(self, request):
+        """Create an instance (a job; the 202 body's `instance` is the new instance's id)."""
         data = InstanceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -149,6 +142,7 @@ class InstanceViewSet(
 
     @extend_schema(request=InstanceRenameSerializer, responses=InstanceSerializer)
     def partial_update(self, request, pk=None):
+        """Rename the instance (`name` is the only field that changes)."""
         instance = self.get_object()
         # Only a JSON object has keys; anything else (null, a list) the serializer refuses.
         extra = set(request.data) - {"name"} if isinstance(request.data, dict) else set()
@@ -166,6 +160,7 @@ class InstanceViewSet(
 
     @extend_schema(request=None, responses={202: JobSerializer})
     def destroy(self, request, pk=None):
+        """Delete the instance, its domain and its disks (a job; members)."""
         job = operations.DELETE.start(user=request.user, target=self.get_object())
         return job_accepted(job, {"instance": int(pk)})
 
@@ -188,11 +183,13 @@ class InstanceViewSet(
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
+        """Power the instance on (members)."""
         return self._power(request, "start")
 
     @extend_schema(request=ShutdownSerializer, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def shutdown(self, request, pk=None):
+        """Ask the guest to shut down (ACPI), or stop it after `timeout` (members)."""
         data = ShutdownSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return self._power(request, "shutdown", dict(data.validated_data))
@@ -200,31 +197,37 @@ class InstanceViewSet(
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
+        """Power the instance off at once, like pulling the plug (members)."""
         return self._power(request, "stop")
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def reboot(self, request, pk=None):
+        """Ask the guest to reboot (members)."""
         return self._power(request, "reboot")
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def reset(self, request, pk=None):
+        """Reset the instance at once, like the reset button (members)."""
         return self._power(request, "reset")
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def suspend(self, request, pk=None):
+        """Pause the instance's vCPUs; its memory stays allocated (members)."""
         return self._power(request, "suspend")
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
+        """Resume a suspended instance (members)."""
         return self._power(request, "resume")
 
     @extend_schema(request=ResizeSerializer, responses={202: JobSerializer})
     @action(detail=True, methods=["post"])
     def resize(self, request, pk=None):
+        """Change the instance's flavor (members; a stopped instance, within quota)."""
         instance = self.get_object()
         data = ResizeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -288,8 +291,9 @@ class InstanceViewSet(
     @extend_schema(
         methods=["post"], request=SnapshotCreateSerializer, responses={202: JobSerializer}
     )
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filterset_class=None)
     def snapshots(self, request, pk=None):
+        """GET: the instance's snapshots (all of them, not paged). POST: take one (a job)."""
         instance = self.get_object()
         if request.method == "GET":
             return Response(SnapshotSerializer(instance.snapshots.all(), many=True).data)
@@ -316,15 +320,21 @@ class InstanceViewSet(
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<sid>[0-9]+)/revert")
     def snapshot_revert(self, request, pk=None, sid=None):
+        """Revert the instance to the snapshot (a job; members)."""
         return self._on_snapshot(operations.REVERT_SNAPSHOT, sid)
 
     @extend_schema(request=None, responses={202: JobSerializer})
     @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<sid>[0-9]+)")
     def snapshot_delete(self, request, pk=None, sid=None):
+        """Delete the snapshot (a job; members)."""
         return self._on_snapshot(operations.DELETE_SNAPSHOT, sid)
 
-    @extend_schema(request=None, responses=dict)
-    @action(detail=False, methods=["get"])
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("host", int, required=True, description="The host's id.")],
+        responses=UnmanagedDomainSerializer(many=True),
+    )
+    @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)
     def unmanaged(self, request):
         """Domains on a host that the panel does not manage (admins only)."""
         if not access.is_admin(request.user):
@@ -340,6 +350,7 @@ class InstanceViewSet(
     @extend_schema(request=AdoptSerializer, responses={201: InstanceSerializer})
     @action(detail=False, methods=["post"])
     def adopt(self, request):
+        """Take an unmanaged domain under management as an instance (admins)."""
         if not access.is_admin(request.user):
             raise PermissionDenied("Only administrators may adopt domains.")
         data = AdoptSerializer(data=request.data)
