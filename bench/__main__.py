@@ -9,6 +9,7 @@ import sys
 import django
 
 from . import (
+    bench_api,
     bench_console,
     bench_events,
     bench_guest,
@@ -37,6 +38,7 @@ def main() -> int:
         "events": bench_events.run,
         "console": bench_console.run,
         "migration": bench_migration.run,
+        "api": bench_api.run,
         "guest": bench_guest.run,  # a real OS under TCG, ~10 min: only when named
     }
     default = [name for name in benches if name != "guest"]
