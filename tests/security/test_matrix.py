@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from . import matrix
 from .world import (
+    IN_A,
     MISSING_ID,
     ROLES,
     SSH_KEY,
@@ -288,6 +289,8 @@ def walk(key: str, cases, world) -> list[str]:
                     b"".join(response.streaming_content) if response.streaming else response.content
                 )
                 text = raw.decode("utf-8", "replace")
+                if case.shows and role in IN_A and case.shows not in text:
+                    problems.append(f"{where}: {case.shows!r} missing (A's objects not listed)")
                 for marker in foreign_markers(world, role):
                     if marker in text:
                         problems.append(f"{where}: the body shows {marker!r} (not theirs)")
