@@ -94,4 +94,6 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         """The filtered events (newest first, at most AUDIT_EXPORT_MAX_ROWS), streamed."""
         rows = self.filter_queryset(self.get_queryset())
         fmt = request.accepted_renderer.format
-        return export_response(rows, request.user, admin=is_admin(request.user), fmt=fmt)
+        return export_response(
+            rows, request.user, admin=is_admin(request.user), fmt=fmt, request=request
+        )
