@@ -40,7 +40,7 @@ def test_create_host_on_test_driver_reads_capabilities(api_client):
 def test_malformed_uri_gets_field_error_and_creates_nothing(api_client):
     response = api_client.post("/api/v1/hosts/", {"name": "x", "uri": "xen:///"}, format="json")
     assert response.status_code == 400
-    assert "uri" in response.json()
+    assert "uri" in response.json()["errors"]
     assert not Host.objects.exists()
 
 
@@ -51,7 +51,7 @@ def test_bad_name_and_ratio_are_rejected(api_client):
         format="json",
     )
     assert response.status_code == 400
-    assert {"name", "cpu_allocation_ratio"} <= set(response.json())
+    assert {"name", "cpu_allocation_ratio"} <= set(response.json()["errors"])
 
 
 def test_refused_host_is_saved_with_error_and_advice(api_client):

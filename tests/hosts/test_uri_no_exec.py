@@ -46,7 +46,7 @@ def test_the_api_refuses_them_and_nothing_runs(api_client, evil):
     for uri in hostile(script):
         response = api_client.post("/api/v1/hosts/", {"name": "evil", "uri": uri}, format="json")
         assert response.status_code == 400, uri
-        assert response.json()["uri"], uri  # a field error, with a message
+        assert response.json()["errors"]["uri"], uri  # a field error, with a message
     assert not Host.objects.exists()
     assert not marker.exists()
 

@@ -55,7 +55,8 @@ def test_good_qcow2_is_accepted_with_sizes_and_checksum(api_client, qcow2_file):
     assert body["sha256"] == sha256_of(qcow2_file)
     assert body["visibility"] == "public"
     assert body["min_ram_mib"] == 64
-    assert response["Location"] == reverse("api:image-detail", args=[body["id"]])
+    location = reverse("api:image-detail", args=[body["id"]])
+    assert response["Location"] == "http://testserver" + location
     files = store_files()
     image = Image.objects.get(pk=body["id"])
     assert [p.name for p in files] == [image.file]
@@ -83,7 +84,7 @@ def test_matching_sha256_is_accepted_in_any_case(api_client, qcow2_file):
 def test_sha256_mismatch_is_400_and_leaves_no_file(api_client, qcow2_file):
     response = upload(api_client, qcow2_file, sha256="0" * 64)
     assert response.status_code == 400
-    assert "sha256" in response.json()
+    assert "sha256" in response.json()["errors"]
     assert store_files() == []
     assert not Image.objects.exists()
 
@@ -91,14 +92,14 @@ def test_sha256_mismatch_is_400_and_leaves_no_file(api_client, qcow2_file):
 def test_malformed_sha256_is_400(api_client, qcow2_file):
     response = upload(api_client, qcow2_file, sha256="not-a-checksum")
     assert response.status_code == 400
-    assert "sha256" in response.json()
+    assert "sha256" in response.json()["errors"]
     assert store_files() == []
 
 
 def test_qcow2_with_backing_file_is_rejected(api_client, backing_qcow2):
     response = upload(api_client, backing_qcow2)
     assert response.status_code == 400
-    assert "backing file" in response.json()["file"][0]
+    assert "backing file" in response.json()["errors"]["file"][0]
     assert store_files() == []
     assert not Image.objects.exists()
 
@@ -106,7 +107,7 @@ def test_qcow2_with_backing_file_is_rejected(api_client, backing_qcow2):
 def test_raw_declared_as_qcow2_is_rejected(api_client, raw_file):
     response = upload(api_client, raw_file, disk_format="qcow2")
     assert response.status_code == 400
-    assert "declared qcow2 but it is raw" in response.json()["file"][0]
+    assert "declared qcow2 but it is raw" in response.json()["errors"]["file"][0]
     assert store_files() == []
 
 
@@ -114,14 +115,14 @@ def test_qcow2_declared_as_raw_is_rejected(api_client, qcow2_file):
     """Format confusion: a 'raw' disk that is really a qcow2 must never reach a host."""
     response = upload(api_client, qcow2_file, disk_format="raw")
     assert response.status_code == 400
-    assert "declared raw but it is qcow2" in response.json()["file"][0]
+    assert "declared raw but it is qcow2" in response.json()["errors"]["file"][0]
     assert store_files() == []
 
 
 def test_raw_declared_as_iso_is_rejected(api_client, raw_file):
     response = upload(api_client, raw_file, disk_format="iso")
     assert response.status_code == 400
-    assert "ISO 9660" in response.json()["file"][0]
+    assert "ISO 9660" in response.json()["errors"]["file"][0]
     assert store_files() == []
 
 
@@ -129,7 +130,7 @@ def test_file_size_limit(api_client, qcow2_file, settings):
     settings.IMAGE_MAX_FILE_SIZE = 64 * 1024
     response = upload(api_client, qcow2_file)
     assert response.status_code == 400
-    assert "larger than the limit" in response.json()["file"][0]
+    assert "larger than the limit" in response.json()["errors"]["file"][0]
     assert store_files() == []
 
 
@@ -137,7 +138,7 @@ def test_virtual_size_limit(api_client, qcow2_file, settings):
     settings.IMAGE_MAX_VIRTUAL_SIZE = 32 * 1024 * 1024
     response = upload(api_client, qcow2_file)
     assert response.status_code == 400
-    assert "virtual size" in response.json()["file"][0]
+    assert "virtual size" in response.json()["errors"]["file"][0]
     assert store_files() == []
 
 
@@ -145,14 +146,14 @@ def test_missing_fields_are_400_and_leave_no_file(api_client, qcow2_file):
     with open(qcow2_file, "rb") as fh:
         response = api_client.post(URL, {"file": fh}, format="multipart")
     assert response.status_code == 400
-    assert {"name", "disk_format"} <= set(response.json())
+    assert {"name", "disk_format"} <= set(response.json()["errors"])
     assert store_files() == []
 
 
 def test_bad_name_is_400(api_client, qcow2_file):
     response = upload(api_client, qcow2_file, name="no spaces allowed")
     assert response.status_code == 400
-    assert "name" in response.json()
+    assert "name" in response.json()["errors"]
     assert store_files() == []
 
 
@@ -188,7 +189,7 @@ def test_member_cannot_create_public_images(member_client, qcow2_file):
 def test_member_cannot_upload_to_another_project(member_client, project_b, qcow2_file):
     response = upload(member_client, qcow2_file, project=project_b.id)
     assert response.status_code == 400  # another project's id does not exist for them
-    assert "project" in response.json()
+    assert "project" in response.json()["errors"]
     assert store_files() == []
 
 
@@ -299,7 +300,7 @@ def test_url_import_stores_the_guest_metadata(api_client):
 def test_bad_guest_metadata_is_a_400_naming_the_field(api_client, qcow2_file, field, value):
     response = upload(api_client, qcow2_file, **{field: value})
     assert response.status_code == 400
-    assert list(response.json()) == [field], response.content
+    assert list(response.json()["errors"]) == [field], response.content
     assert not Image.objects.exists() and store_files() == []
 
 
@@ -310,7 +311,7 @@ def test_patch_guest_metadata(api_client, default_project):
     image.refresh_from_db()
     assert {k: getattr(image, k) for k in GUEST_META} == GUEST_META
     refused = api_client.patch(f"{URL}{image.id}/", {"disk_bus": "floppy"}, format="json")
-    assert refused.status_code == 400 and list(refused.json()) == ["disk_bus"]
+    assert refused.status_code == 400 and list(refused.json()["errors"]) == ["disk_bus"]
     image.refresh_from_db()
     assert image.disk_bus == "scsi"
 
@@ -411,7 +412,8 @@ def test_mirror_answers_202_with_job(api_client, test_host, default_project):
     assert body["kind"] == "image.mirror" and body["status"] == "pending"
     assert body["image"] == image.id
     assert body["target"] == {"type": "image", "id": image.id, "name": image.name}
-    assert response["Location"] == reverse("api:job-detail", args=[body["id"]])
+    location = reverse("api:job-detail", args=[body["id"]])
+    assert response["Location"] == "http://testserver" + location
     # The same copy again while the first is pending: 409 with the running job.
     again = api_client.post(
         f"{URL}{image.id}/mirror/", {"host": test_host.id, "pool": "default-pool"}, format="json"

@@ -60,7 +60,7 @@ def test_import_runs_as_a_job_with_progress(api_client, served_qcow2):
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["kind"] == "image.import" and body["status"] == "pending"
-    assert response["Location"] == f"/api/v1/jobs/{body['id']}/"
+    assert response["Location"] == f"http://testserver/api/v1/jobs/{body['id']}/"
     image = Image.objects.get(pk=body["image"])
     assert image.status == "queued" and image.source_url == url
 
@@ -215,7 +215,7 @@ def test_cancelled_import_marks_the_image(api_client, served_qcow2, monkeypatch)
 def test_only_http_urls(api_client, url):
     response = start_import(api_client, url)
     assert response.status_code == 400
-    assert "url" in response.json()
+    assert "url" in response.json()["errors"]
     assert not Image.objects.exists() and not Job.objects.exists()
 
 
@@ -240,7 +240,7 @@ def test_members_may_not_import_from_internal_addresses(member_client, served_qc
     for target in (url, "http://localhost/x.qcow2", "http://169.254.169.254/latest/"):
         response = start_import(member_client, target)
         assert response.status_code == 400, target
-        assert "only administrators" in response.json()["url"][0]
+        assert "only administrators" in response.json()["errors"]["url"][0]
     assert not Image.objects.exists()
 
 

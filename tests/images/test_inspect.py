@@ -239,7 +239,7 @@ def test_damaged_qcow2_upload_is_400_on_the_api(api_client, broken_l1_qcow2, tmp
             format="multipart",
         )
     assert response.status_code == 400
-    assert "qemu-img check found" in response.json()["file"][0]
+    assert "qemu-img check found" in response.json()["errors"]["file"][0]
     assert not Image.objects.exists() and store_files() == []
     healthy = written_qcow2(tmp_path / "ok.qcow2")
     with open(healthy, "rb") as fh:

@@ -274,7 +274,7 @@ def test_tenant_reaches_nothing_internal(template, member_client, listener):
         assert job.status == "failed", url
     else:
         assert response.status_code == 400, (url, response.content)
-        assert response.json()["url"], url
+        assert response.json()["errors"]["url"], url
     # And the job's path alone refuses too, even without the check at the door.
     with pytest.raises(fetch.DownloadError), fetch.open_url(url, public_only=True):
         pass
@@ -300,7 +300,7 @@ def test_tenant_reaches_nothing_internal(template, member_client, listener):
 def test_malformed_urls_are_refused_for_admins_too(template, message, api_client, listener):
     response = start_import(api_client, template.format(port=listener.port))
     assert response.status_code == 400
-    assert message in response.json()["url"][0]
+    assert message in response.json()["errors"]["url"][0]
     assert listener.connections == []
     assert not Image.objects.exists() and not Job.objects.exists()
 
@@ -530,7 +530,7 @@ def test_tenants_cannot_tell_internal_names_from_unknown_ones(member_client, net
     # Either answer would map the panel's internal DNS for a tenant: both read the same.
     network.fake_names["intranet.test"] = [["10.1.2.3"]]
     answers = [
-        start_import(member_client, f"http://{name}/cloud.qcow2").json()["url"]
+        start_import(member_client, f"http://{name}/cloud.qcow2").json()["errors"]["url"]
         for name in ("intranet.test", "nonexistent.test")
     ]
     assert answers[0] == [m.replace("nonexistent", "intranet") for m in answers[1]]

@@ -96,7 +96,7 @@ def test_create_answers_202_with_job_and_instance(api_client, host, image, tiny_
     assert resp.status_code == 202, resp.content
     data = resp.json()
     assert data["kind"] == "instance.create" and data["status"] == "pending"
-    assert resp["Location"] == f"/api/v1/jobs/{data['id']}/"
+    assert resp["Location"] == f"http://testserver/api/v1/jobs/{data['id']}/"
     instance = Instance.objects.get(pk=data["instance"])
     assert instance.state == "building"
     assert instance.host == host
@@ -134,22 +134,22 @@ def test_create_answers_202_with_job_and_instance(api_client, host, image, tiny_
 def test_bad_names_are_400(api_client, host, image, tiny_flavor, name):
     resp = create(api_client, name=name, image=image.pk, flavor=tiny_flavor.pk)
     assert resp.status_code == 400, resp.content
-    assert "name" in resp.json()
+    assert "name" in resp.json()["errors"]
     assert_nothing_created()
 
 
 def test_unknown_and_inactive_images_are_400(api_client, host, image, tiny_flavor):
     resp = create(api_client, name="a", image=999999, flavor=tiny_flavor.pk)
-    assert resp.status_code == 400 and "image" in resp.json()
+    assert resp.status_code == 400 and "image" in resp.json()["errors"]
     Image.objects.filter(pk=image.pk).update(status=Image.Status.IMPORTING)
     resp = create(api_client, name="a", image=image.pk, flavor=tiny_flavor.pk)
-    assert resp.status_code == 400 and "not active" in str(resp.json()["image"])
+    assert resp.status_code == 400 and "not active" in str(resp.json()["errors"]["image"])
     assert_nothing_created()
 
 
 def test_unknown_flavor_is_400(api_client, host, image):
     resp = create(api_client, name="a", image=image.pk, flavor=424242)
-    assert resp.status_code == 400 and "flavor" in resp.json()
+    assert resp.status_code == 400 and "flavor" in resp.json()["errors"]
     resp = create(api_client, name="a", image=image.pk, flavor="big")
     assert resp.status_code == 400
     assert_nothing_created()
@@ -167,7 +167,7 @@ def test_flavor_too_small_for_image_is_400(api_client, host, image, tiny_flavor,
     Image.objects.filter(pk=image.pk).update(**fields)
     resp = create(api_client, name="a", image=image.pk, flavor=tiny_flavor.pk)
     assert resp.status_code == 400
-    assert words in str(resp.json()["flavor"])
+    assert words in str(resp.json()["errors"]["flavor"])
     assert_nothing_created()
 
 
@@ -192,7 +192,7 @@ def test_pinned_host_without_capacity_is_400(api_client, host, image, tiny_flavo
     Host.objects.filter(pk=host.pk).update(storage_pools=[])
     resp = create(api_client, name="a", image=image.pk, flavor=tiny_flavor.pk, host=host.pk)
     assert resp.status_code == 400
-    assert "chosen host" in str(resp.json()["host"])
+    assert "chosen host" in str(resp.json()["errors"]["host"])
     resp = create(api_client, name="a", image=image.pk, flavor=tiny_flavor.pk, host=98765)
     assert resp.status_code == 400
     assert_nothing_created()

@@ -142,7 +142,7 @@ def test_bad_identity_is_a_400_naming_the_field(
 ):
     resp = create(api_client, image, tiny_flavor, **data)
     assert resp.status_code == 400, resp.content
-    body = resp.json()
+    body = resp.json()["errors"]
     assert field in body, body
     assert problem in " ".join(body[field])
     assert Instance.objects.count() == 0 and Job.objects.count() == 0
@@ -157,7 +157,7 @@ def test_user_data_not_utf8_is_a_400(api_client, host, image, tiny_flavor):
     resp = api_client.post("/api/v1/instances/", body, content_type="application/json")
     assert resp.status_code == 400, resp.content
     # DRF refuses it first, on the field: "Surrogate characters are not allowed".
-    assert "Surrogate" in resp.json()["user_data"][0]
+    assert "Surrogate" in resp.json()["errors"]["user_data"][0]
     assert Instance.objects.count() == 0
 
 
@@ -172,7 +172,7 @@ def test_only_the_callers_own_keypairs(
     alice = client_for(member_user)
     resp = create(alice, image, tiny_flavor, keypairs=[admins_key.pk])
     assert resp.status_code == 400
-    assert resp.json()["keypairs"] == [f"Unknown key pair {admins_key.pk}."]
+    assert resp.json()["errors"]["keypairs"] == [f"Unknown key pair {admins_key.pk}."]
     assert create(alice, image, tiny_flavor, keypairs=[alices_key.pk]).status_code == 202
     # Admins may hand any user's key to an instance.
     resp = client_for(admin_user).post(

@@ -133,7 +133,7 @@ def test_api_import_list_retrieve_delete_own_keys(keys, member_user, django_user
     again = alice.post(
         "/api/v1/keypairs/", {"name": "laptop", "public_key": text(keys["rsa2048"])}, format="json"
     )
-    assert again.status_code == 400 and "name" in again.json()
+    assert again.status_code == 400 and "name" in again.json()["errors"]
     bob_user = django_user_model.objects.create_user("bob", password="pw-bob-123")
     bob = client_for(bob_user)
     resp = bob.post(
@@ -165,14 +165,14 @@ def test_api_bad_key_is_a_400_naming_the_problem(keys, member_user, anon_client)
         "/api/v1/keypairs/", {"name": "old", "public_key": text(keys["rsa1024"])}, format="json"
     )
     assert resp.status_code == 400
-    assert "2048" in resp.json()["public_key"][0]
+    assert "2048" in resp.json()["errors"]["public_key"][0]
     resp = alice.post("/api/v1/keypairs/", {"name": "x", "public_key": "nope"}, format="json")
-    assert resp.status_code == 400 and "public_key" in resp.json()
+    assert resp.status_code == 400 and "public_key" in resp.json()["errors"]
     resp = alice.post(
         "/api/v1/keypairs/",
         {"name": "bad name!", "public_key": text(keys["ed25519"])},
         format="json",
     )
-    assert resp.status_code == 400 and "name" in resp.json()
+    assert resp.status_code == 400 and "name" in resp.json()["errors"]
     assert KeyPair.objects.count() == 0
     assert anon_client.get("/api/v1/keypairs/").status_code in (401, 403)

@@ -45,7 +45,7 @@ def test_create_through_the_api_runs_on_a_real_worker(
         format="json",
     )
     assert response.status_code == 202, response.content
-    assert response["Location"] == f"/api/v1/jobs/{response.json()['id']}/"
+    assert response["Location"] == f"http://testserver/api/v1/jobs/{response.json()['id']}/"
     job = job_of(response)
     wait_for(lambda: Job.objects.get(id=job.id).status in Job.FINISHED)
     job.refresh_from_db()
