@@ -48,9 +48,9 @@ def test_migrate_api(lab_hosts, admin_user, member_user, django_user_model, api_
     lab0.save(update_fields=["maintenance"])
 
     answer = api_client.post(url(tcg), {"host": 999999}, format="json")
-    assert answer.status_code == 400 and "host" in answer.json()
+    assert answer.status_code == 400 and "host" in answer.json()["errors"]
     answer = api_client.post(url(tcg), {"bandwidth_mib": 0}, format="json")
-    assert answer.status_code == 400 and "bandwidth_mib" in answer.json()
+    assert answer.status_code == 400 and "bandwidth_mib" in answer.json()["errors"]
 
     # Tenants: a member of the project may not migrate (403); another project's user does
     # not even see the instance (404).
@@ -68,7 +68,7 @@ def test_migrate_api(lab_hosts, admin_user, member_user, django_user_model, api_
     answer = api_client.post(url(tcg), {"auto_converge": True, "bandwidth_mib": 50}, format="json")
     assert answer.status_code == 202, answer.content
     body = answer.json()
-    assert answer["Location"] == f"/api/v1/jobs/{body['id']}/"
+    assert answer["Location"] == f"http://testserver/api/v1/jobs/{body['id']}/"
     assert (body["kind"], body["status"]) == ("instance.migrate", "pending")
     job = Job.objects.get(pk=body["id"])
     assert job.params == {
