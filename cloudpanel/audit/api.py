@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, pagination, renderers, serializers, viewsets
+from rest_framework import mixins, renderers, serializers, viewsets
 from rest_framework.decorators import action
 
+from cloudpanel.api import ApiContract
+from cloudpanel.pagination import CursorPagination
 from cloudpanel.projects.access import is_admin
 
 from .export import export_response
@@ -41,14 +43,6 @@ class AuditEventSerializer(serializers.Serializer):
         return present(instance, request.user, admin=admin)
 
 
-class AuditPagination(pagination.CursorPagination):
-    """Keyset pages, newest first: an audit grows without end."""
-
-    ordering = "-id"
-    page_size_query_param = "limit"
-    max_page_size = 1000
-
-
 class CSVRenderer(renderers.BaseRenderer):
     media_type = "text/csv"
     format = "csv"
@@ -58,10 +52,16 @@ class CSVRenderer(renderers.BaseRenderer):
         return data if isinstance(data, bytes | str) else b""
 
 
-class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class AuditEventViewSet(
+    ApiContract, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """The audit, newest first (keyset pages: it grows without end)."""
+
     serializer_class = AuditEventSerializer
     filterset_class = AuditEventFilter
-    pagination_class = AuditPagination
+    pagination_class = CursorPagination
+    ordering_fields = ["id", "at"]
+    ordering = ["-id"]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema's look at the view

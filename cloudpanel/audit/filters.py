@@ -19,12 +19,13 @@ class AuditEventFilter(django_filters.FilterSet):
     target_id = django_filters.CharFilter()
     result = django_filters.MultipleChoiceFilter(choices=AuditEvent.Result.choices)
     source = django_filters.MultipleChoiceFilter(choices=AuditEvent.Source.choices)
-    # at_after / at_before (ISO dates or date-times), both ends included.
-    at = django_filters.IsoDateTimeFromToRangeFilter()
+    # ISO date-times (or dates), both ends included.
+    at_after = django_filters.DateTimeFilter(field_name="at", lookup_expr="gte")
+    at_before = django_filters.DateTimeFilter(field_name="at", lookup_expr="lte")
 
     class Meta:
         model = AuditEvent
         fields = [
             "user", "username", "project", "job", "action", "action_prefix", "target_type",
-            "target_id", "result", "source", "at",
+            "target_id", "result", "source", "at_after", "at_before",
         ]  # fmt: skip

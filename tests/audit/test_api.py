@@ -239,3 +239,10 @@ async def test_under_asgi_the_export_streams_from_an_async_iterator(admin):
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     assert [e["action"] for e in json.loads(body)] == ["x.two", "x.one"]
     assert not [w for w in caught if "consume synchronous iterators" in str(w.message)]
+
+
+def test_dates_filter_too(trail, admin):
+    api = client_for(admin)
+    assert len(listed(api, "?at_after=2000-01-01")) == 5
+    assert listed(api, "?at_before=2000-01-01") == []
+    assert api.get("/api/v1/audit/?at_after=yesterday").status_code == 400
