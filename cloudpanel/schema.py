@@ -38,6 +38,10 @@ POLLING = (
 )
 
 
+# The ids a 202 body may carry beside the job (cloudpanel.api.job_accepted's `extra`).
+ACCEPTED_IDS = ("instance", "image", "snapshot", "mirror", "host")
+
+
 class ErrorSerializer(serializers.Serializer):
     """Every error answer's body."""
 
@@ -192,9 +196,13 @@ class ContractSchema(AutoSchema):
         return sorted(codes)
 
     def _job_accepted(self) -> dict:
-        from cloudpanel.jobs.api.serializers import JobAcceptedSerializer
+        from cloudpanel.jobs.api.serializers import JobSerializer
 
-        component = self.resolve_serializer(JobAcceptedSerializer, "response")
+        job = self.resolve_serializer(JobSerializer, "response").ref
+        ids = {
+            name: {"type": "integer", "description": f"The {name} the job acts on or makes."}
+            for name in ACCEPTED_IDS
+        }
         return {
             "description": POLLING,
             "headers": {
@@ -204,7 +212,11 @@ class ContractSchema(AutoSchema):
                     "required": True,
                 }
             },
-            "content": {"application/json": {"schema": component.ref}},
+            "content": {
+                "application/json": {
+                    "schema": {"allOf": [job, {"type": "object", "properties": ids}]}
+                }
+            },
         }
 
 

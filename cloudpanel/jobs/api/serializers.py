@@ -58,17 +58,3 @@ class JobSerializer(FastReadMixin, serializers.ModelSerializer):
             data["log"] = access.job_log_for(user, job)
             data["result"] = access.job_result_for(user, job)
         return data
-
-
-class JobAcceptedSerializer(JobSerializer):
-    """A 202's body: the job just started, and the id of the object it acts on or makes."""
-
-    instance = serializers.IntegerField(required=False, help_text="Instance operations.")
-    image = serializers.IntegerField(required=False, help_text="Image operations.")
-    snapshot = serializers.IntegerField(required=False, help_text="Snapshot operations.")
-    mirror = serializers.IntegerField(required=False, help_text="Mirror operations.")
-    host = serializers.IntegerField(required=False, help_text="Host operations.")
-
-    class Meta(JobSerializer.Meta):
-        fields = [*JobSerializer.Meta.fields, "instance", "image", "snapshot", "mirror", "host"]
-        read_only_fields = JobSerializer.Meta.fields
