@@ -45,9 +45,11 @@ EXCLUDED_CHECKS = {
     "ensure_resource_availability",
     "positive_data_acceptance",
 }
-# The resources whose views follow cloudpanel.api.ApiContract. projects, users, tokens and
-# audit join when theirs do (they are other views' owners' to convert).
-FUZZED_RESOURCES = {"backups", "flavors", "hosts", "images", "instances", "jobs", "keypairs"}
+# The resources whose views follow cloudpanel.api.ApiContract; projects, users and tokens
+# join when theirs do.
+FUZZED_RESOURCES = {
+    "audit", "backups", "flavors", "hosts", "images", "instances", "jobs", "keypairs"
+}  # fmt: skip
 EXAMPLES = 4
 
 
