@@ -69,7 +69,17 @@ def host_list_with_allocation():
 
 
 def host_pool_capacity_bytes(host: Host) -> int:
-    return sum(p.get("capacity_bytes", 0) for p in host.storage_pools if p.get("active"))
+    """The space of the pool new disks go to (the host's default pool). Not a sum over
+    pools: pools often share one filesystem (a shared pool, an ISO pool beside the images),
+    and each would count the same free space again."""
+    return next(
+        (
+            p.get("capacity_bytes", 0)
+            for p in host.storage_pools or []
+            if p.get("name") == host.default_pool and p.get("active")
+        ),
+        0,
+    )
 
 
 def host_capacity(host: Host) -> Capacity:
