@@ -12,10 +12,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
-from cloudpanel.api import call_service
+from cloudpanel.api import ApiContract, call_service
+from cloudpanel.filters import MAX_ID
 
 from . import access, services
 from .filters import ProjectFilter, UserFilter
@@ -81,7 +83,7 @@ def _quota_body(project: Project) -> dict:
         description="Refused (409) while instances, images or backups still belong to it.",
     ),
 )
-class ProjectViewSet(viewsets.ModelViewSet):
+class ProjectViewSet(ApiContract, viewsets.ModelViewSet):
     """Projects: admins see and manage them all, everyone else reads their own."""
 
     serializer_class = ProjectSerializer
@@ -155,14 +157,17 @@ class ProjectViewSet(viewsets.ModelViewSet):
     @action(
         detail=True,
         methods=["put", "patch", "delete"],
-        url_path=r"members/(?P<user_id>[0-9]{1,18})",
+        # Any segment: a user id that is not one gets the API's 404, not the URL conf's page.
+        url_path=r"members/(?P<user_id>[^/.]+)",
         pagination_class=None,
         filterset_class=None,
     )
     def member(self, request, pk=None, user_id=None):
         project = self.get_object()
+        if not (user_id.isascii() and user_id.isdigit() and 0 < int(user_id) <= MAX_ID):
+            raise NotFound()
         membership = get_object_or_404(
-            Membership.objects.select_related("user"), project=project, user_id=user_id
+            Membership.objects.select_related("user"), project=project, user_id=int(user_id)
         )
         if request.method == "DELETE":
             services.member_remove(by=request.user, project=project, user=membership.user)
@@ -226,7 +231,7 @@ class ProjectViewSet(viewsets.ModelViewSet):
         description="The account is kept (its history stays) but can no longer sign in.",
     ),
 )
-class UserViewSet(viewsets.ModelViewSet):
+class UserViewSet(ApiContract, viewsets.ModelViewSet):
     permission_classes = [UsersPermission]
     filterset_class = UserFilter
     ordering_fields = ["username", "date_joined", "last_login", "id"]

@@ -217,3 +217,12 @@ def test_admin_updates_and_deactivates_a_user(admin_user, member):
     member.refresh_from_db()
     assert member.is_active is False  # kept, but signs in no more
     assert admin.delete(f"{USERS}{admin_user.pk}/").status_code == 409
+
+
+@pytest.mark.parametrize("user_id", ["-5", "abc", "99999999999999999999999", "0"])
+def test_a_member_id_that_is_not_one_is_the_apis_404(admin_user, team, user_id):
+    response = client_for(admin_user).patch(
+        f"{URL}{team.pk}/members/{user_id}/", {"role": "member"}, format="json"
+    )
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
