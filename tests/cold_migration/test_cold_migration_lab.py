@@ -18,6 +18,7 @@ from cloudpanel.jobs.models import Job
 from cloudpanel.jobs.services import job_reap_stale
 from cloudpanel.virt import storage
 from cloudpanel.virt.volume_copy import copy_volume
+from images.replicas import image_ensure_replica
 from instances.models import Instance, Volume
 from instances.operations import cold_migrate
 from instances.operations.cold_migrate import COLD_MIGRATE
@@ -218,7 +219,9 @@ def test_a_worker_dying_mid_copy_leaves_the_target_cleaned_by_the_reaper(
     lab0, lab1 = lab_hosts
     instance = shutoff_instance
     job = COLD_MIGRATE.start(user=admin_user, target=instance, host=lab0)
-    # What a worker that died after its first disk left behind.
+    # What a worker that died after its first disk left behind: the image's copy under the
+    # disk (its qcow2 backing file), then the disk.
+    image_ensure_replica(image=instance.image, host=lab0)
     root = root_of(instance)
     copy_volume(uri_of(lab1), root.pool, root.name, uri_of(lab0), root.pool, root.name)
     long_ago = timezone.now() - timedelta(hours=1)
