@@ -489,3 +489,17 @@ def debian_guest_image() -> Path:
 def _cached_image() -> Path:
     out = subprocess.run([str(GUEST_IMAGE_SCRIPT), "--path"], capture_output=True, text=True)
     return Path(out.stdout.strip())
+
+
+def api_token_for(user, **options) -> str:
+    """A personal API token's secret for `user` (cloudpanel.accounts), already marked used
+    so that using it writes nothing (its last-use time is written once a minute)."""
+    from django.utils import timezone
+
+    from cloudpanel.accounts.models import ApiToken
+    from cloudpanel.accounts.tokens import issue_token
+
+    issued = issue_token(user, name=options.pop("name", "test"), **options)
+    ApiToken.objects.filter(pk=issued.token.pk).update(last_used_at=timezone.now())
+    return issued.secret
+

@@ -70,7 +70,11 @@ def test_cookies_work_over_plain_http_unless_behind_tls(tmp_path):
         tls = _settings_in_a_clean_environment(tmp_path, **env)
         assert tls["SESSION_COOKIE_SECURE"] is True and tls["CSRF_COOKIE_SECURE"] is True
         assert tls["SECURE_HSTS_SECONDS"] > 0
-        assert tls["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+        # uvicorn already takes X-Forwarded-Proto from the proxies it trusts; Django trusts
+        # the header itself only when told to.
+        assert tls["SECURE_PROXY_SSL_HEADER"] is None
+    proxied = _settings_in_a_clean_environment(tmp_path, HTTPS="true", TRUST_PROXY_HEADERS="true")
+    assert proxied["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
 
 
 def test_sign_in_over_http_and_static_files_with_debug_off(client, admin_user, settings):

@@ -12,9 +12,9 @@ import tracemalloc
 
 import pytest
 from django.test.client import ClientHandler, RequestFactory
-from rest_framework.authtoken.models import Token
 
 from images.models import Image
+from tests.conftest import api_token_for
 
 from .conftest import store_files
 
@@ -85,20 +85,20 @@ def _reset_hwm() -> bool:
         return False
 
 
-def _environ(token: Token, name: str, size: int) -> dict:
+def _environ(token: str, name: str, size: int) -> dict:
     body = MultipartBody({"name": name, "disk_format": "raw"}, size)
     return RequestFactory()._base_environ(
         PATH_INFO="/api/v1/images/",
         REQUEST_METHOD="POST",
         CONTENT_TYPE=f"multipart/form-data; boundary={BOUNDARY}",
         CONTENT_LENGTH=str(body.length),
-        HTTP_AUTHORIZATION=f"Token {token.key}",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
         **{"wsgi.input": body},
     )
 
 
 def test_200_mib_upload_keeps_memory_bounded(admin_user, record_property):
-    token = Token.objects.create(user=admin_user)
+    token = api_token_for(admin_user)
     # The test client's handler (real WSGIRequest, middleware, views) minus its DB resets.
     handler = ClientHandler()
     # A small upload first, so that lazy imports and first-request set-up are not counted.
@@ -146,7 +146,7 @@ def test_200_mib_upload_through_asgi_keeps_memory_bounded(admin_user, record_pro
     from django.core.signals import request_finished, request_started
     from django.db import close_old_connections
 
-    token = Token.objects.create(user=admin_user)
+    token = api_token_for(admin_user)
     app = ASGIHandler()
 
     async def call(name: str, size: int) -> int:
@@ -167,7 +167,7 @@ def test_200_mib_upload_through_asgi_keeps_memory_bounded(admin_user, record_pro
                 (b"host", b"testserver"),
                 (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
                 (b"content-length", str(body.length).encode()),
-                (b"authorization", f"Token {token.key}".encode()),
+                (b"authorization", f"Bearer {token}".encode()),
             ],
         }
         finished = asyncio.Event()
@@ -238,14 +238,14 @@ class BrokenBody(MultipartBody):
 def test_client_gone_mid_upload_leaves_no_partial_file(admin_user):
     import gc
 
-    token = Token.objects.create(user=admin_user)
+    token = api_token_for(admin_user)
     body = BrokenBody({"name": "cut", "disk_format": "raw"}, 20 * MIB, cut=5 * MIB)
     environ = RequestFactory()._base_environ(
         PATH_INFO="/api/v1/images/",
         REQUEST_METHOD="POST",
         CONTENT_TYPE=f"multipart/form-data; boundary={BOUNDARY}",
         CONTENT_LENGTH=str(body.length),
-        HTTP_AUTHORIZATION=f"Token {token.key}",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
         **{"wsgi.input": body},
     )
     response = ClientHandler()(environ)
