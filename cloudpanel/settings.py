@@ -314,6 +314,11 @@ REST_FRAMEWORK = {
 }
 
 SPECTACULAR_SETTINGS = {
+    # Two choice sets are called "source" (an audit event's, a rebuild's): each its name.
+    "ENUM_NAME_OVERRIDES": {
+        "AuditSourceEnum": "cloudpanel.audit.models.AuditEvent.Source",
+        "RebuildSourceEnum": "instances.operations.rebuild.SOURCES",
+    },
     "TITLE": "cloudpanel API",
     "DESCRIPTION": "REST API of cloudpanel, a dashboard for a private KVM/libvirt cloud.",
     "VERSION": "1",

@@ -192,7 +192,7 @@ def test_instance_patch_with_a_non_object_body_is_400(
 def test_deleting_a_project_in_use_is_409(api_client, default_project, image):
     resp = api_client.delete(f"/api/v1/projects/{default_project.pk}/")
     assert resp.status_code == 409, resp.content
-    assert "still has instances or images" in resp.json()["detail"]
+    assert "still has instances, images or backups" in resp.json()["detail"]
     assert api_client.get(f"/api/v1/projects/{default_project.pk}/").status_code == 200
 
 

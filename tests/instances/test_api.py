@@ -249,8 +249,13 @@ def test_members_see_and_act_only_in_their_projects(
     assert member.get(f"/api/v1/instances/{theirs['instance']}/").status_code == 404
     assert member.post(f"/api/v1/instances/{theirs['instance']}/stop/").status_code == 404
     # Creating in a project the member does not belong to: unknown project.
-    resp = create(member, name="x", image=image.pk, flavor=tiny_flavor.pk)
-    assert resp.status_code in (400, 403)
+    admins = Instance.objects.get(pk=theirs["instance"]).project_id
+    resp = create(member, name="x", image=image.pk, flavor=tiny_flavor.pk, project=admins)
+    assert resp.status_code == 400 and "project" in resp.json()["errors"]
+    # Their only project goes without saying.
+    resp = create(member, name="implied", image=image.pk, flavor=tiny_flavor.pk)
+    assert resp.status_code == 202
+    assert Instance.objects.get(pk=resp.json()["instance"]).project == other_project
 
     viewer = django_user_model.objects.create_user("vic", password="pw-vic-12345")
     Membership.objects.create(project=other_project, user=viewer, role="viewer")
