@@ -8,6 +8,7 @@ from django.urls import Resolver404, resolve
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import defaults
 
+from cloudpanel.api import error_body
 from cloudpanel.jobs.selectors import job_list_for
 from cloudpanel.projects.access import is_admin
 from cloudpanel.projects.models import Membership
@@ -79,26 +80,27 @@ def _is_api(request) -> bool:
 
 def bad_request(request, exception):
     if _is_api(request):
-        return JsonResponse({"detail": "Bad request."}, status=400)
+        return JsonResponse(error_body("Bad request.", "bad_request"), status=400)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception):
     if _is_api(request):
         detail = "You do not have permission to perform this action."
-        return JsonResponse({"detail": detail}, status=403)
+        return JsonResponse(error_body(detail, "permission_denied"), status=403)
     return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request, exception):
     if _is_api(request):
-        return JsonResponse({"detail": _api_not_found_detail(request.path_info)}, status=404)
+        detail = _api_not_found_detail(request.path_info)
+        return JsonResponse(error_body(detail, "not_found"), status=404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
     if _is_api(request):
-        return JsonResponse({"detail": "Internal server error"}, status=500)
+        return JsonResponse(error_body("Internal server error", "server_error"), status=500)
     return defaults.server_error(request)
 
 
@@ -118,5 +120,5 @@ def csrf_failure(request, reason=""):
     own page would suggest turning DEBUG on."""
     if _is_api(request):
         detail = "CSRF check failed: send the csrftoken cookie's value as X-CSRFToken."
-        return JsonResponse({"detail": detail}, status=403)
+        return JsonResponse(error_body(detail, "csrf_failed"), status=403)
     return render(request, "403_csrf.html", status=403)

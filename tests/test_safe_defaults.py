@@ -92,14 +92,18 @@ def test_unknown_api_path_is_json_404(api_client):
         response = client.get("/api/v1/nope/")
         assert response.status_code == 404
         assert response["Content-Type"] == "application/json"
-        assert response.json() == {"detail": "Not found."}
+        assert response.json() == {"detail": "Not found.", "code": "not_found", "errors": {}}
 
 
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_api_write_without_trailing_slash_is_json_404_naming_the_path(api_client, method):
     response = getattr(api_client, method)("/api/v1/hosts", {"name": "x"}, format="json")
     assert response.status_code == 404
-    assert response.json() == {"detail": "Not found. API paths end with a slash: /api/v1/hosts/"}
+    assert response.json() == {
+        "detail": "Not found. API paths end with a slash: /api/v1/hosts/",
+        "code": "not_found",
+        "errors": {},
+    }
 
 
 def test_api_write_without_trailing_slash_is_not_a_500_in_debug_either(admin_user, settings):
@@ -167,7 +171,11 @@ def test_uncaught_exception_in_an_api_view_is_json_500_without_a_trace(admin_use
     response = client.get("/api/v1/hosts/")
     assert response.status_code == 500
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"detail": "Internal server error"}
+    assert response.json() == {
+        "detail": "Internal server error",
+        "code": "server_error",
+        "errors": {},
+    }
 
 
 def test_uncaught_exception_in_a_page_is_the_plain_500_page(admin_user, monkeypatch):
@@ -201,7 +209,8 @@ def test_bad_request_pages(client, settings):
     response = Client(HTTP_HOST="evil.example").get("/login/")
     assert response.status_code == 400 and "Bad request" in response.content.decode()
     response = Client(HTTP_HOST="evil.example").get("/api/v1/hosts/")
-    assert response.status_code == 400 and response.json() == {"detail": "Bad request."}
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Bad request.", "code": "bad_request", "errors": {}}
 
 
 @pytest.fixture
@@ -219,3 +228,4 @@ def test_a_refused_form_post_is_explained_in_the_layout(admin_user):
     assert "This form could not be sent" in body and "DEBUG" not in body
     api = client.post("/api/v1/flavors/", {"name": "f", "vcpus": 1, "ram_mib": 64, "disk_gib": 1})
     assert api.status_code == 403 and "CSRF" in api.json()["detail"]
+    assert api.json()["code"] == "permission_denied"  # DRF's own CSRF check refused it
