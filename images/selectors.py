@@ -42,7 +42,8 @@ def project_list_for_upload(user) -> QuerySet[Project]:
     if is_admin(user):
         return Project.objects.all()
     return Project.objects.filter(
-        membership__user=user, membership__role=Membership.Role.MEMBER
+        membership__user=user,
+        membership__role__in=(Membership.Role.MANAGER, Membership.Role.MEMBER),
     ).distinct()
 
 

@@ -14,7 +14,9 @@ class InstanceCreateForm(forms.Form):
     image = forms.ModelChoiceField(queryset=Image.objects.none())
     flavor = forms.ModelChoiceField(queryset=Flavor.objects.all())
     project = forms.ModelChoiceField(
-        queryset=Project.objects.none(), required=False, help_text="Empty: the default project."
+        queryset=Project.objects.none(),
+        required=False,
+        help_text="Empty: your only project (admins: the default project).",
     )
     host = forms.ModelChoiceField(
         queryset=Host.objects.none(),
