@@ -11,6 +11,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from cloudpanel.api import ApiContract
 from cloudpanel.projects import access
 from cloudpanel.projects.models import Project
 
@@ -76,6 +77,7 @@ class ApiTokenCreateSerializer(serializers.Serializer):
 
 
 class ApiTokenViewSet(
+    ApiContract,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -86,6 +88,8 @@ class ApiTokenViewSet(
 
     serializer_class = ApiTokenSerializer
     filterset_fields = ["read_only"]
+    ordering_fields = ["created_at", "name", "expires_at", "last_used_at", "id"]
+    ordering = ["-created_at"]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user

@@ -48,7 +48,8 @@ EXCLUDED_CHECKS = {
 # The resources whose views follow cloudpanel.api.ApiContract; projects, users and tokens
 # join when theirs do.
 FUZZED_RESOURCES = {
-    "audit", "backups", "flavors", "hosts", "images", "instances", "jobs", "keypairs"
+    "audit", "backups", "flavors", "hosts", "images", "instances", "jobs", "keypairs",
+    "projects", "users", "tokens",
 }  # fmt: skip
 EXAMPLES = 4
 
