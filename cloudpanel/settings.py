@@ -374,3 +374,5 @@ HOST_DOWN_GRACE_SECONDS = env.int("HOST_DOWN_GRACE_SECONDS", default=300)
 BACKUP_KEEP_LAST = env.int("BACKUP_KEEP_LAST", default=7)
 # Seconds between two reads of a migration's libvirt job stats (progress to the browser).
 MIGRATION_PROGRESS_INTERVAL = env.float("MIGRATION_PROGRESS_INTERVAL", default=1.0)
+# Rows one audit export (CSV or JSON) holds at most.
+AUDIT_EXPORT_MAX_ROWS = env.int("AUDIT_EXPORT_MAX_ROWS", default=100_000)
