@@ -1,12 +1,13 @@
-"""The capacity lock, on PostgreSQL, whatever database this run uses.
+"""The capacity lock and the quota lock, on PostgreSQL, whatever database this run uses.
 
 On SQLite every write transaction takes the database's write lock when it begins
 (transaction_mode IMMEDIATE), which serialises two creates even without instance_create's
-row lock on the host: test_concurrency.py cannot tell there whether the lock is taken. On
-PostgreSQL only that row lock makes the second create wait and count the first one's
-instance. So a run on SQLite (the local default) runs that module again in a pytest of its
-own on PostgreSQL at 127.0.0.1:5432 (what CI has, and what `make test` installs and starts
-elsewhere); a run already on PostgreSQL (CI) runs it in place and collects nothing here.
+row lock on the host or quota_reserve's on the project: test_concurrency.py and
+test_quota_race.py cannot tell there whether the locks are taken. On PostgreSQL only those
+row locks make the second create wait and count the first one's instance. So a run on
+SQLite (the local default) runs those modules again in a pytest of its own on PostgreSQL
+at 127.0.0.1:5432 (what CI has, and what `make test` installs and starts elsewhere); a run
+already on PostgreSQL (CI) runs them in place and collects nothing here.
 A PostgreSQL that does not answer is a failure, never a skip.
 """
 
@@ -23,7 +24,7 @@ from django.conf import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_SERVER = "postgres://postgres@127.0.0.1:5432"
-MODULES = ["tests/instances/test_concurrency.py"]
+MODULES = ["tests/instances/test_concurrency.py", "tests/projects/test_quota_race.py"]
 
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
@@ -42,11 +43,11 @@ def _postgres_answers() -> str | None:
 
 if not ON_POSTGRES:
 
-    def test_the_capacity_lock_holds_on_postgresql(tmp_path, settings):
+    def test_the_capacity_and_quota_locks_hold_on_postgresql(tmp_path, settings):
         problem = _postgres_answers()
         if problem:
             pytest.fail(
-                f"PostgreSQL at {POSTGRES_SERVER} is needed for the capacity lock's test "
+                f"PostgreSQL at {POSTGRES_SERVER} is needed for the lock tests "
                 f"(`make test` installs and starts it: scripts/install-system.sh test, "
                 f"scripts/start-services.sh test): {problem}"
             )
@@ -72,5 +73,5 @@ if not ON_POSTGRES:
         suite = ET.parse(report).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
-        assert counts["tests"] >= 1, output
+        assert counts["tests"] >= 4, output
         assert counts["failures"] == counts["errors"] == counts["skipped"] == 0, (counts, output)
