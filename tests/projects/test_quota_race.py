@@ -1,8 +1,8 @@
 """Concurrent creates in one project with a quota of one instance: exactly one is made.
 
 On PostgreSQL only the project's row lock (quota_reserve) makes the second create wait and
-count the first one's instance; test_quota_race_postgres.py runs this module there when the
-suite itself runs on SQLite.
+count the first one's instance; tests/instances/test_concurrency_postgres.py runs this
+module there when the suite itself runs on SQLite.
 """
 
 from __future__ import annotations
