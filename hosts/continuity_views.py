@@ -1,18 +1,17 @@
 """Host page parts: maintenance and evacuation."""
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path
 from django.views.decorators.http import require_POST
 
 from cloudpanel.jobs.models import Job
-from cloudpanel.pages import attempt
+from cloudpanel.pages import attempt, staff_required
 
 from . import services
 from .models import Host
 from .operations import EVACUATE
 
-staff_only = staff_member_required(login_url="/login/")
+staff_only = staff_required
 
 
 @staff_only

@@ -1,5 +1,4 @@
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -7,14 +6,14 @@ from django.views.decorators.http import require_POST
 from cloudpanel.errors import PAGE_ERRORS, page_message
 from cloudpanel.forms import add_service_errors
 from cloudpanel.jobs.models import Job
-from cloudpanel.pages import attempt
+from cloudpanel.pages import attempt, staff_required
 
 from . import continuity_views, services
 from .forms import HostForm
 from .models import Host
 from .selectors import host_capacity, host_list_with_allocation
 
-staff_only = staff_member_required(login_url="/login/")
+staff_only = staff_required
 HEALTH_EVENTS = 20
 
 

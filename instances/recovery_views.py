@@ -1,11 +1,10 @@
 """Instance page part: rebuilding a host-down instance (admins only)."""
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path
 from django.views.decorators.http import require_POST
 
-from cloudpanel.pages import attempt
+from cloudpanel.pages import attempt, staff_required
 from cloudpanel.projects import access
 from hosts.models import Host
 
@@ -14,7 +13,7 @@ from .models import Instance
 from .operations.rebuild import REBUILD, SOURCES
 
 
-@staff_member_required(login_url="/login/")
+@staff_required
 @require_POST
 def instance_rebuild(request, pk: int):
     instance = get_object_or_404(selectors.instance_detail_for(request.user), pk=pk)
@@ -35,7 +34,7 @@ def instance_rebuild(request, pk: int):
     return redirect("instances:detail", pk)
 
 
-@staff_member_required(login_url="/login/")
+@staff_required
 @require_POST
 def leftover_remove(request):
     """Remove a leftover domain listed on a host's page (its instance lives elsewhere now)."""

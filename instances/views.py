@@ -1,7 +1,6 @@
 """Pages: instance list, create, detail with actions and job history; flavors for admins."""
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404
@@ -10,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from cloudpanel.errors import PAGE_ERRORS, page_message
 from cloudpanel.forms import add_service_errors
-from cloudpanel.pages import attempt
+from cloudpanel.pages import attempt, staff_required
 from cloudpanel.projects import access
 from hosts.models import Host
 
@@ -173,7 +172,7 @@ def instance_delete(request, pk: int):
     return redirect("instances:detail", pk)
 
 
-@staff_member_required(login_url="/login/")
+@staff_required
 @require_POST
 def instance_forget(request, pk: int):
     instance = _instance(request, pk)
@@ -235,7 +234,7 @@ def snapshot_delete(request, pk: int, sid: int):
     return redirect("instances:detail", pk)
 
 
-@staff_member_required(login_url="/login/")
+@staff_required
 def flavor_list(request):
     form = FlavorForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -250,7 +249,7 @@ def flavor_list(request):
     return render(request, "instances/flavors.html", context)
 
 
-@staff_member_required(login_url="/login/")
+@staff_required
 @require_POST
 def flavor_delete(request, pk: int):
     flavor = get_object_or_404(Flavor, pk=pk)
@@ -258,7 +257,7 @@ def flavor_delete(request, pk: int):
     return redirect("instances:flavors")
 
 
-@staff_member_required(login_url="/login/")
+@staff_required
 @require_POST
 def instance_adopt(request):
     """Adopt a domain listed as unmanaged on a host's page."""

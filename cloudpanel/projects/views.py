@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Count
@@ -16,13 +15,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from cloudpanel.forms import add_service_errors
-from cloudpanel.pages import attempt
+from cloudpanel.pages import attempt, staff_required
 
 from . import services
 from .models import Membership, Project, Quota
 from .quotas import LABELS, RESOURCES, quota_usage, quota_usage_many
 
-staff_only = staff_member_required(login_url="/login/")
+staff_only = staff_required
 
 
 class ProjectForm(forms.Form):

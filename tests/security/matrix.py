@@ -97,9 +97,10 @@ def page_act(ok=PAGE_WRITE_OK):
     return _roles(LOGIN, {403, REFUSED}, ok, ok, 404, ok)
 
 
-# Staff-only pages send signed-in tenants to the login page (staff_member_required) or
-# answer 403; either refuses without telling anything.
-TENANT_OFF = frozenset({403, LOGIN, REFUSED})
+# Staff-only pages answer a signed-in tenant 403 (cloudpanel.pages.staff_required), never
+# a login page that would read as "signed out"; admin actions behind ordinary pages refuse
+# with a message and write nothing.
+TENANT_OFF = frozenset({403, REFUSED})
 
 
 def page_admin(ok=200):
