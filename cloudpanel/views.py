@@ -1,11 +1,9 @@
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.signals import user_logged_in
-from django.dispatch import receiver
 from django.http import JsonResponse
-from django.shortcuts import redirect, render, resolve_url
+from django.shortcuts import render, resolve_url
 from django.urls import Resolver404, resolve
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import defaults
 
 from cloudpanel.api import error_body
@@ -18,29 +16,22 @@ from hosts.selectors import host_capacity, host_list_with_allocation, host_total
 RECENT_JOBS = 10
 # Set when a tenant signs in on the login page without a `next` page to go to: the login
 # view then sends them to the overview (LOGIN_REDIRECT_URL), which sends them on to the portal.
-LANDING = "cloudpanel.landing"
+class LoginView(auth_views.LoginView):
+    """Django's sign-in, landing a tenant in the portal and an admin in the console. A safe
+    `next` still wins, unless it is the overview itself, where signing in from the site's
+    root comes back to."""
 
-
-@receiver(user_logged_in, dispatch_uid="cloudpanel.views.mark_landing")
-def _mark_landing(sender, request, user, **kwargs):
-    match = getattr(request, "resolver_match", None)
-    if match is None or match.url_name != "login" or is_admin(user):
-        return
-    wanted = request.POST.get("next") or request.GET.get("next")
-    safe = wanted and url_has_allowed_host_and_scheme(
-        wanted, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    )
-    # A safe `next` wins (the login view goes there), unless it is the overview itself,
-    # where signing in from the site's root comes back to.
-    if not safe or wanted == resolve_url(settings.LOGIN_REDIRECT_URL):
-        request.session[LANDING] = True
+    def get_success_url(self):
+        wanted = self.get_redirect_url()
+        if is_admin(self.request.user):
+            return wanted or resolve_url(settings.LOGIN_REDIRECT_URL)
+        if wanted and wanted != resolve_url(settings.LOGIN_REDIRECT_URL):
+            return wanted
+        return resolve_url("portal")
 
 
 @login_required
 def overview(request):
-    # After sign-in, tenants land in the portal; the console stays the staff's.
-    if LANDING in request.session and request.session.pop(LANDING) and not is_admin(request.user):
-        return redirect("portal")
     context = {
         "recent_jobs": list(job_list_for(request.user)[:RECENT_JOBS]),
         "is_admin": is_admin(request.user),
