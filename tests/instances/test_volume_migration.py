@@ -21,6 +21,15 @@ def _migrate(instances_at):
     return executor.loader.project_state(targets).apps
 
 
+@pytest.fixture(autouse=True)
+def _latest_schema_afterwards():
+    """Whatever happens here, the tests after this one get the whole schema back (every
+    app at its latest migration), not instances stopped at AFTER."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def test_json_volumes_become_rows_and_back():
     old = _migrate(BEFORE)
     Project = old.get_model("projects", "Project")
