@@ -109,7 +109,9 @@ MUST_ACCEPT = {
 
 
 def test_every_registered_operation_has_an_entry():
-    assert set(registry.registered()) == set(TARGETS)
+    # Test modules register kinds of their own (test.*); the product's are the ones here.
+    product = {k for k in registry.registered() if not k.startswith("test.")}
+    assert product == set(TARGETS)
 
 
 def _attempt(kind, world, user):
