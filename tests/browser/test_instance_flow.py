@@ -202,7 +202,9 @@ def test_member_sees_only_their_projects_instances(
     page.fill("#id_password", "pw-alice-123")
     page.click("button[type=submit]")
     expect(page.locator("h1")).to_be_visible()
+    page.wait_for_url("**/portal/")  # tenants land in the portal; the console is a link away
 
+    page.goto(f"{asgi_url}/")
     page.click("nav >> text=Instances")
     expect(page.locator("tbody tr")).to_have_count(1)
     row = page.locator(f'tr[data-instance-id="{mine.pk}"]')
