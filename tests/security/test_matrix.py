@@ -89,7 +89,9 @@ def _object_for(key: str, world) -> int:
         return world["host"].pk
     if name.startswith("job") or key.startswith("jobs:"):
         return a["job"].pk
-    if name.startswith("project"):
+    # By namespace too: "projects:detail" is a project although its name says only "detail"
+    # (it named the instance's pk before, and passed only while the two ids happened to match).
+    if name.startswith("project") or key.startswith("projects:"):
         return a["project"].pk
     if name.startswith("apitoken") or name.startswith("token"):
         return world["tokens"]["member"].pk
