@@ -435,10 +435,63 @@ def page(chromium, browser_viewport):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors
+    # Chromium aborts requests in flight when the host's interfaces change (a guest's tap
+    # coming up): said in the captured output, which names the cause of a page that hung.
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(f"{r.failure} {r.url}"))
+    page.failed_requests = failed
     try:
         yield page
     finally:
+        if failed:
+            print("requests that failed in the browser:", *failed[:20], sep="\n  ")
         context.close()
+
+
+def _interfaces_state() -> tuple[str, bool]:
+    """The host's interfaces, their carriers and IPv6 addresses; True while an address is
+    still tentative (duplicate address detection, about 2 s after a tap comes up)."""
+    parts = []
+    for net in sorted(Path("/sys/class/net").iterdir()):
+        carrier = net / "carrier"
+        try:
+            parts.append(f"{net.name}:{carrier.read_text().strip()}")
+        except OSError:  # down: no carrier to read
+            parts.append(f"{net.name}:-")
+    try:
+        inet6 = Path("/proc/net/if_inet6").read_text()
+    except OSError:
+        inet6 = ""
+    tentative = any(int(line.split()[4], 16) & 0x40 for line in inet6.splitlines() if line)
+    return "\n".join(parts) + inet6, tentative
+
+
+def wait_for_quiet_network(quiet: float = 1.5, timeout: float = 20.0) -> None:
+    """Return once the host's interfaces have not changed for `quiet` seconds.
+
+    A guest started on a lab host adds a tap whose carrier and link-local address arrive
+    over the next two seconds; Chromium takes each change as a network change and fails
+    every request then in flight (net::ERR_NETWORK_CHANGED), such as one of the dozens of
+    noVNC modules a console page loads, leaving the page without its script. Browser tests
+    that start a guest wait here before they load a page."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        state, tentative = _interfaces_state()
+        if state != last or tentative:
+            last, since = state, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
+def settle_page(page) -> None:
+    """After a guest started while `page` was open: once the host's network is quiet,
+    reload the page if Chromium cut any of its requests short, as a user would."""
+    wait_for_quiet_network()
+    if any("ERR_NETWORK_CHANGED" in failure for failure in page.failed_requests):
+        page.failed_requests.clear()
+        page.reload()
 
 
 def shot(page, name: str) -> None:

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from ..conftest import browser_login, shot
+from ..conftest import browser_login, shot, wait_for_quiet_network
 from ..consoles.guest import MESSAGE, write_disk
 from ..instances.conftest import run_ok
 
@@ -70,6 +70,7 @@ def running_guest(lab_hosts, admin_user, default_project, settings):
         )
     )
     instance = Instance.objects.get(pk=job.target_id)
+    wait_for_quiet_network()  # the guest's tap has come up: no page load is cut short
     yield instance
     instance.refresh_from_db()
     run_ok(operations.DELETE.start(user=admin_user, target=instance))

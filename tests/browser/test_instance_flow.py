@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from ..conftest import browser_login, shot
+from ..conftest import browser_login, settle_page, shot
 from ..instances.conftest import dom_state, domain_names, make_image
 
 # Playwright's sync API runs an event loop in this thread; ORM calls stay synchronous.
@@ -128,6 +128,7 @@ def test_create_stop_start_delete_through_the_pages(
     # The page then reloads by itself once, for the state the job left.
     expect(_state_badge(page)).to_have_text("Running", timeout=LIVE)
     expect(page.locator("[data-reload-on-finish]")).to_have_count(0)
+    settle_page(page)  # the guest's tap came up during that reload
     assert dom_state(host, instance.domain_name) == "running"
     instance.refresh_from_db()
     assert instance.state == "running" and instance.current_job is None
@@ -151,6 +152,7 @@ def test_create_stop_start_delete_through_the_pages(
     expect(_state_badge(page)).to_have_text("Shut off", timeout=LIVE)
     assert dom_state(host, instance.domain_name) == "shut off"
     expect(page.locator("[data-reload-on-finish]")).to_have_count(0)
+    settle_page(page)  # the guest's tap went away
     shot(page, "instance-shutoff")
 
     expect(buttons).to_have_text(["Start", "Delete"])
@@ -158,6 +160,7 @@ def test_create_stop_start_delete_through_the_pages(
     expect(page.locator(".alert-success")).to_have_text("Start requested.")
     expect(_state_badge(page)).to_have_text("Running", timeout=LIVE)
     assert dom_state(host, instance.domain_name) == "running"
+    settle_page(page)
 
     _power(page, "Delete")
     expect(page).to_have_url(f"{asgi_url}/instances/")

@@ -14,7 +14,7 @@ import pytest
 
 from lab import virsh
 
-from ..conftest import browser_login, shot
+from ..conftest import browser_login, shot, wait_for_quiet_network
 from ..instances.conftest import dom_state, make_image, run_ok, uri_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -349,6 +349,7 @@ def lab_instance(admin_user, default_project, settings, monkeypatch, lab_hosts):
         instance = Instance.objects.get(pk=job.target_id)
         metrics.forget(metrics.INSTANCE, instance.pk)
         made.append(instance)
+        wait_for_quiet_network()  # its tap has come up: no page load is cut short
         assert instance.state == "running" and dom_state(host, instance.domain_name) == "running"
         return instance
 

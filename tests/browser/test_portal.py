@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from ..conftest import shot
+from ..conftest import settle_page, shot
 from ..consoles.guest import write_disk
 
 pytestmark = [
@@ -133,6 +133,7 @@ def test_a_tenant_creates_watches_and_opens_an_instance_within_quota(
         # The job's end then reloads the page once: the console is offered.
         console = page.locator("[data-instance-console]", has_text="Console")
         expect(console).to_be_visible(timeout=LIVE)
+        settle_page(page)  # the guest's tap came up during that reload
         shot(page, "portal-instance")
         console.click()
         expect(page).to_have_url(f"{asgi_url}/instances/{instance.pk}/console/")
