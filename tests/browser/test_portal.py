@@ -204,7 +204,14 @@ def test_a_tenant_creates_watches_and_opens_an_instance_within_quota(
         expect(page.locator("[data-live-indicator]")).to_have_attribute("data-state", "open")
         reboot = operations.POWER["reboot"].start(user=member_user, target=instance)
         item = page.locator(f'[data-job-list] [data-job-id="{reboot.pk}"]')
-        expect(item.locator("[data-job-kind]")).to_have_text("instance.reboot", timeout=LIVE)
+        try:
+            expect(item.locator("[data-job-kind]")).to_have_text("instance.reboot", timeout=LIVE)
+        except AssertionError as exc:  # say whether the job ran at all, and what the page lost
+            reboot.refresh_from_db()
+            raise AssertionError(
+                f"{exc}\njob {reboot.pk} is {reboot.status}; requests that failed in the "
+                f"browser: {page.failed_requests}"
+            ) from None
         expect(item.locator("[data-job-status]")).to_have_text("Succeeded", timeout=LIVE)
         assert page.js_errors == []
     finally:
